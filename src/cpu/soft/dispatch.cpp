@@ -1,0 +1,81 @@
+// The process-wide dispatch table (insn.h) filled from every area's
+// registration (integer exec/, system exec/system*, fpu/), and the binding of a
+// decoded instruction to its handler, including the handlers for encodings the
+// decoder rejects (#UD, #GP for > 15 bytes) and for opcodes nobody implements
+// (KVM_EXIT_INTERNAL_ERROR, emulation suberror, with the instruction bytes).
+#include "cpu/soft/dispatch.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/soft/cpu.h"
+#include "cpu/soft/exec/common.h"
+#include "cpu/soft/exec/system.h"
+#include "cpu/soft/fpu/fpu.h"
+
+namespace anykvm::x86 {
+
+const DispatchTable& dispatch_table() {
+  // Later registrations replace earlier ones for the same key, so the system
+  // and FPU areas may override the integer defaults (e.g. FWAIT).
+  static const DispatchTable* t = [] {
+    auto* d = new DispatchTable;
+    soft::register_exec_handlers(*d);
+    soft::register_system_handlers(*d);
+    soft::register_fpu_handlers(*d);
+    return d;
+  }();
+  return *t;
+}
+
+}  // namespace anykvm::x86
+
+namespace anykvm::soft {
+
+void h_undefined(Cpu&, const Insn&) { throw fault(Vec::UD); }
+void h_too_long(Cpu&, const Insn&) { throw fault(Vec::GP, 0); }
+
+void h_unimplemented(Cpu& c, const Insn& i) {
+  uint8_t bytes[16] = {};
+  uint64_t lin = c.seg[1].base + c.rip;
+  size_t n = 0;
+  try {
+    n = c.fetch_code(lin, bytes, std::min<size_t>(i.len, 15));
+  } catch (...) {
+    n = 0;
+  }
+  c.exit = cpu::VcpuExit{};
+  c.exit.reason = cpu::ExitReason::InternalError;
+  c.exit.internal.suberror = cpu::InternalSuberror::Emulation;
+  c.exit.internal.data[0] = i.len;
+  std::memcpy(&c.exit.internal.data[1], bytes, n);
+  c.exit.internal.ndata = uint32_t(1 + (n + 7) / 8);
+  c.exit_pending = true;  // RIP stays at the instruction
+}
+
+void bind_handler(Insn& in, x86::DecodeStatus st) {
+  switch (st) {
+    case x86::DecodeStatus::Ok: {
+      x86::Handler h = x86::dispatch_table().lookup(x86::insn_key(in), in.opsize);
+      in.fn = h ? h : h_unimplemented;
+      break;
+    }
+    case x86::DecodeStatus::TooLong: in.fn = h_too_long; break;
+    default: in.fn = h_undefined; break;
+  }
+}
+
+void register_exec_handlers(x86::DispatchTable& t) {
+  ex::register_alu(t);
+  ex::register_muldiv(t);
+  ex::register_bits(t);
+  ex::register_data(t);
+  ex::register_stack(t);
+  ex::register_control(t);
+  ex::register_string(t);
+  ex::register_io(t);
+  ex::register_bcd(t);
+  ex::register_misc(t);
+}
+
+}  // namespace anykvm::soft

@@ -1,0 +1,476 @@
+// The KVM_RUN loop of the software engine (DESIGN.md "Speed is designed in"):
+// decoded instructions are cached in blocks keyed by the guest-physical address
+// of their first byte and the code size; a block ends at a control transfer, a
+// mode/segment/interrupt-state change (A_END rows) or the page end. The hot
+// loop calls each Insn's bound handler and checks only "exit pending / block
+// invalidated" and "RIP went where the next instruction is". Stop flags, the
+// memory-map generation, cross-vCPU requests and the interrupt window are
+// checked at block boundaries. Instructions in an interrupt shadow, under
+// debug (TF/DR7) or the instruction trace run one at a time (step()).
+// Event and exit ordering at entry follows cpu/backend.h VcpuBackend::run.
+#include "cpu/soft/soft_vcpu.h"
+
+#include <cstring>
+
+#include "cpu/soft/cpuid_msr.h"
+#include "cpu/soft/dispatch.h"
+#include "cpu/soft/events/debug.h"
+#include "cpu/soft/fpu/fpu.h"
+#include "cpu/soft/mmu/mmu.h"
+#include "cpu/soft/soft_vm.h"
+#include "cpu/soft/trace.h"
+#include "x86/decode/decoder.h"
+
+namespace anykvm::soft {
+namespace {
+
+thread_local Cpu* t_running = nullptr;
+constexpr size_t k_max_block_insns = 256;
+constexpr uint64_t k_page = 4096;
+
+unsigned code_mode(const Cpu& c) { return c.code32() ? 32 : 16; }
+uint64_t cs_linear(const Cpu& c) { return uint32_t(c.seg[1].base + c.rip); }
+
+// Decode the single instruction at CS:EIP (not cached). Raises the fetch fault
+// for bytes the instruction needs beyond what is fetchable.
+void decode_single(Cpu& c, x86::Insn& in) {
+  uint8_t buf[16] = {};
+  uint64_t lin = cs_linear(c);
+  size_t n = c.fetch_code(lin, buf, x86::k_max_insn_len);
+  x86::DecodeStatus st = x86::decode(buf, n, code_mode(c), in);
+  if (st == x86::DecodeStatus::Truncated) {
+    uint64_t eip = (c.rip + n) & (c.code32() ? 0xffffffffull : 0xffffull);
+    if (eip > c.seg[1].limit) throw fault(Vec::GP, 0);
+    mmu_code_gpa(c, uint32_t(lin + n));  // throws #PF for a missing page
+    in = x86::Insn{};
+    in.len = uint8_t(n);
+    in.fn = h_unimplemented;  // the rest of the instruction is in MMIO
+    return;
+  }
+  bind_handler(in, st);
+}
+
+Block* build_block(Cpu& c, uint64_t lin, uint64_t gpa, uint64_t key) {
+  Cpu::Private& p = *c.priv;
+  uint8_t buf[k_page];
+  size_t room = k_page - (gpa & (k_page - 1));
+  size_t avail = c.fetch_code(lin, buf, room);
+  auto b = std::make_unique<Block>();
+  b->key = key;
+  b->gpa = gpa;
+  unsigned mode = code_mode(c);
+  size_t pos = 0;
+  while (pos < avail && b->insns.size() < k_max_block_insns) {
+    x86::Insn in;
+    x86::DecodeStatus st = x86::decode(buf + pos, avail - pos, mode, in);
+    if (st == x86::DecodeStatus::Truncated) break;  // crosses the page/limit: step() runs it
+    bind_handler(in, st);
+    b->insns.push_back(in);
+    pos += in.len;
+    if (st != x86::DecodeStatus::Ok || x86::insn_ends_block(in)) break;
+  }
+  if (b->insns.empty()) return nullptr;
+  b->bytes.assign(buf, buf + pos);
+  b->validated_epoch = p.epoch;
+  Block* raw = b.get();
+  uint64_t pfn = gpa / k_page;
+  p.page_blocks[pfn].push_back(raw);
+  p.blocks[key] = std::move(b);
+  p.fast[Cpu::Private::fast_index(key)] = raw;
+  c.vm.mark_code_page(c, pfn);
+  return raw;
+}
+
+// Are the block's bytes still what guest memory holds? (user space writes RAM
+// directly, bypassing the code-page write tracking.)
+bool block_current(Cpu& c, const Block& b) {
+  const cpu::RamRegion* r = mmu_find_region(c, b.gpa);
+  if (!r || b.gpa + b.bytes.size() > r->start.raw() + r->size) return false;
+  return std::memcmp(r->hva + (b.gpa - r->start.raw()), b.bytes.data(), b.bytes.size()) == 0;
+}
+
+// The block starting at CS:EIP, or nullptr when the instruction there must be stepped.
+Block* lookup_block(Cpu& c) {
+  Cpu::Private& p = *c.priv;
+  uint64_t lin = cs_linear(c);
+  uint64_t gpa = mmu_code_gpa(c, lin);
+  if (gpa == ~uint64_t(0) || gpa / k_page >= SoftVm::k_max_code_pfn) return nullptr;
+  uint64_t key = (gpa << 1) | (c.code32() ? 1 : 0);
+  Block* b = p.fast[Cpu::Private::fast_index(key)];
+  if (!b || b->key != key) {
+    auto it = p.blocks.find(key);
+    b = it == p.blocks.end() ? nullptr : it->second.get();
+    if (b) p.fast[Cpu::Private::fast_index(key)] = b;
+  }
+  if (b && b->validated_epoch != p.epoch) {
+    if (block_current(c, *b)) {
+      b->validated_epoch = p.epoch;
+    } else {
+      engine_invalidate_page(c, gpa / k_page);
+      b = nullptr;
+    }
+  }
+  if (!b) b = build_block(c, lin, gpa, key);
+  return b;
+}
+
+enum class Step : uint8_t { Continue, Exit };
+
+void on_fault(Cpu& c, const Fault& f) {
+  c.mmio_log.reset();
+  c.priv->pio.state = PendingIo::State::Idle;
+  c.deliver_exception(f);
+}
+
+// One instruction with every per-instruction rule: interrupt shadow, debug
+// hooks, trace.
+Step step(Cpu& c) {
+  Cpu::Private& p = *c.priv;
+  const uint8_t shadow = c.interrupt_shadow;
+  const bool dbg = debug_active(c);
+  const bool tf = c.eflags_rest & fl::TF;
+  try {
+    x86::Insn in;
+    decode_single(c, in);
+    if (trace_config().insn) trace_insn(c, in);
+    if (dbg) debug_before_insn(c);
+    c.interrupt_shadow = 0;  // the instruction may start a new one (STI, MOV SS)
+    in.fn(c, in);
+    mmio_retire(c);
+    if (dbg) debug_after_insn(c, tf);
+  } catch (const Fault& f) {
+    on_fault(c, f);
+  } catch (const StopInsn&) {
+    c.interrupt_shadow = shadow;
+    p.stopped = true;
+    return Step::Exit;
+  }
+  return c.exit_pending ? Step::Exit : Step::Continue;
+}
+
+Step run_block(Cpu& c, const Block& b) {
+  Cpu::Private& p = *c.priv;
+  const x86::Insn* in = b.insns.data();
+  const x86::Insn* const end = in + b.insns.size();
+  const uint64_t mask = (b.key & 1) ? 0xffffffffull : 0xffffull;
+  p.block_stop = false;
+  try {
+    for (; in != end; ++in) {
+      const uint64_t expect = (c.rip + in->len) & mask;
+      in->fn(c, *in);
+      if (c.mmio_log.count) [[unlikely]]
+        mmio_retire(c);
+      if (c.exit_pending | p.block_stop) [[unlikely]]
+        break;
+      if (c.rip != expect) break;
+    }
+  } catch (const Fault& f) {
+    on_fault(c, f);
+  } catch (const StopInsn&) {
+    p.stopped = true;
+    return Step::Exit;
+  }
+  return c.exit_pending ? Step::Exit : Step::Continue;
+}
+
+bool irq_window_open(const Cpu& c) {
+  return (c.eflags_rest & fl::IF) && !c.interrupt_shadow && !c.irq_queued;
+}
+
+}  // namespace
+
+Cpu* engine_running_cpu() { return t_running; }
+
+void engine_post(Cpu& c, uint64_t pfn, bool invalidate) {
+  Cpu::Private& p = *c.priv;
+  std::lock_guard<std::mutex> g(p.q_lock);
+  (invalidate ? p.q_inval : p.q_revoke).push_back(pfn);
+  p.q_pending.store(true, std::memory_order_release);
+}
+
+void engine_drain_requests(Cpu& c) {
+  Cpu::Private& p = *c.priv;
+  if (!p.q_pending.load(std::memory_order_acquire)) return;
+  std::vector<uint64_t> inval, revoke;
+  {
+    std::lock_guard<std::mutex> g(p.q_lock);
+    inval.swap(p.q_inval);
+    revoke.swap(p.q_revoke);
+    p.q_pending.store(false, std::memory_order_relaxed);
+  }
+  for (uint64_t pfn : revoke) c.tlb.revoke_write_pfn(pfn);
+  for (uint64_t pfn : inval) engine_invalidate_page(c, pfn);
+}
+
+void engine_invalidate_page(Cpu& c, uint64_t pfn) {
+  Cpu::Private& p = *c.priv;
+  auto it = p.page_blocks.find(pfn);
+  if (it == p.page_blocks.end()) return;
+  for (Block* b : it->second) {
+    if (!b->valid) continue;
+    b->valid = false;
+    size_t fi = Cpu::Private::fast_index(b->key);
+    if (p.fast[fi] == b) p.fast[fi] = nullptr;
+    auto bi = p.blocks.find(b->key);
+    if (bi != p.blocks.end() && bi->second.get() == b) {
+      p.dead.push_back(std::move(bi->second));  // may be running: freed at the next boundary
+      p.blocks.erase(bi);
+    }
+  }
+  p.page_blocks.erase(it);
+}
+
+[[noreturn]] void Cpu::stop_for_exit() {
+  exit_pending = true;
+  throw StopInsn{};
+}
+
+SoftVcpu::SoftVcpu(SoftVm& vm, VcpuId id) : m_cpu(std::make_unique<Cpu>(vm, id)) {}
+SoftVcpu::~SoftVcpu() = default;
+
+cpu::VcpuExit SoftVcpu::run(cpu::RunControl& ctl) {
+  Cpu& c = *m_cpu;
+  Cpu::Private& p = *c.priv;
+  struct Scope {
+    Cpu& c;
+    ~Scope() {
+      t_running = nullptr;
+      c.priv->ctl = nullptr;
+    }
+  } scope{c};
+  t_running = &c;
+  p.ctl = &ctl;
+  c.pio_page = ctl.pio_page ? ctl.pio_page : p.pio_scratch;
+  c.exit_pending = false;
+  c.halted = false;  // KVM_EXIT_HLT already retired HLT; re-entry resumes after it
+  ++p.epoch;         // blocks revalidate against RAM user space may have written
+  p.dead.clear();
+  mmu_sync(c);
+  p.mem_generation = c.tlb.generation;
+  engine_drain_requests(c);
+  const bool trace_exits = trace_config().exits;
+  const bool trace_insns = trace_config().insn;
+  auto finish = [&]() -> cpu::VcpuExit {
+    c.exit_pending = false;
+    if (trace_exits) trace_exit(c, c.exit);
+    return c.exit;
+  };
+  auto simple = [&](cpu::ExitReason r) -> cpu::VcpuExit {
+    c.exit = cpu::VcpuExit{};
+    c.exit.reason = r;
+    if (r == cpu::ExitReason::Interrupted && ctl.kick) ctl.kick->store(false, std::memory_order_release);
+    return finish();
+  };
+
+  // 1. Complete the instruction an exit interrupted (IN data / MMIO read data).
+  if (p.stopped) {
+    p.stopped = false;
+    if (p.pio.state == PendingIo::State::Waiting) p.pio.state = PendingIo::State::Ready;
+    mmio_reenter(c);
+    Step s = step(c);
+    if (!p.stopped) p.pio.state = PendingIo::State::Idle;
+    if (s == Step::Exit) return finish();
+  }
+  // 2. Stop flags.
+  if (ctl.stop_requested()) return simple(cpu::ExitReason::Interrupted);
+  // 3. Queued events.
+  if (c.nmi_pending && !c.nmi_masked && c.interrupt_shadow != 1) c.deliver_nmi();
+  if (c.irq_queued && (c.eflags_rest & fl::IF) && !c.interrupt_shadow) {
+    c.irq_queued = false;
+    c.deliver_interrupt(c.irq_vector, false, c.rip);
+  }
+  if (c.exit_pending) return finish();
+
+  // 4. Execute.
+  for (;;) {
+    if (ctl.stop_requested()) [[unlikely]]
+      return simple(cpu::ExitReason::Interrupted);
+    if (c.vm.memory.generation() != p.mem_generation) [[unlikely]] {
+      mmu_sync(c);
+      p.mem_generation = c.tlb.generation;
+      ++p.epoch;
+    }
+    if (p.q_pending.load(std::memory_order_relaxed)) [[unlikely]]
+      engine_drain_requests(c);
+    if (!p.dead.empty()) [[unlikely]]
+      p.dead.clear();
+    if (ctl.request_interrupt_window && irq_window_open(c)) return simple(cpu::ExitReason::IrqWindowOpen);
+
+    if (c.interrupt_shadow || trace_insns || debug_active(c)) [[unlikely]] {
+      if (step(c) == Step::Exit) return finish();
+      continue;
+    }
+    Block* b = nullptr;
+    try {
+      b = lookup_block(c);
+    } catch (const Fault& f) {
+      on_fault(c, f);
+      if (c.exit_pending) return finish();
+      continue;
+    } catch (const StopInsn&) {
+      p.stopped = true;
+      return finish();
+    }
+    if (!b) {
+      if (step(c) == Step::Exit) return finish();
+      continue;
+    }
+    if (run_block(c, *b) == Step::Exit) return finish();
+  }
+}
+
+void SoftVcpu::complete_mmio_read(std::span<const uint8_t> data) { mmio_complete_read(*m_cpu, data); }
+
+// ---- state ioctls ----
+
+cpu::Regs SoftVcpu::get_regs() const {
+  cpu::Regs r;
+  r.gpr = m_cpu->gpr;
+  r.rip = m_cpu->rip;
+  r.rflags = m_cpu->eflags();
+  return r;
+}
+
+void SoftVcpu::set_regs(const cpu::Regs& r) {
+  Cpu& c = *m_cpu;
+  bool tf_rf_changed = ((c.eflags_rest ^ uint32_t(r.rflags)) & (fl::TF | fl::RF)) != 0;
+  c.gpr = r.gpr;
+  c.rip = r.rip;
+  c.set_eflags(uint32_t(r.rflags));
+  if (tf_rf_changed) debug_dr7_changed(c);
+}
+
+cpu::SpecialRegs SoftVcpu::get_sregs() const {
+  const Cpu& c = *m_cpu;
+  cpu::SpecialRegs s;
+  s.seg = c.seg;
+  s.tr = c.tr;
+  s.ldt = c.ldtr;
+  s.gdt = c.gdtr;
+  s.idt = c.idtr;
+  s.cr0 = c.cr0;
+  s.cr2 = c.cr2;
+  s.cr3 = c.cr3;
+  s.cr4 = c.cr4;
+  s.cr8 = c.cr8;
+  s.efer = c.efer;
+  s.apic_base = c.apic_base;
+  if (c.irq_queued) s.interrupt_bitmap[c.irq_vector / 64] |= uint64_t(1) << (c.irq_vector % 64);
+  return s;
+}
+
+bool SoftVcpu::set_sregs(const cpu::SpecialRegs& s) {
+  Cpu& c = *m_cpu;
+  if ((s.cr0 & cr0::PG) && !(s.cr0 & cr0::PE)) return false;
+  c.seg = s.seg;
+  c.tr = s.tr;
+  c.ldtr = s.ldt;
+  c.gdtr = s.gdt;
+  c.idtr = s.idt;
+  c.cr0 = s.cr0;
+  c.cr2 = s.cr2;
+  c.cr3 = s.cr3;
+  c.cr4 = s.cr4;
+  c.cr8 = s.cr8;
+  c.efer = s.efer;
+  c.apic_base = s.apic_base;
+  // CPL as KVM derives it (SS.DPL in protected mode).
+  if (!c.protected_mode()) c.cpl = 0;
+  else if (c.v86()) c.cpl = 3;
+  else c.cpl = c.seg[2].dpl;
+  for (unsigned w = 0; w < 4; ++w) {
+    if (s.interrupt_bitmap[w]) {
+      c.irq_queued = true;
+      c.irq_vector = uint8_t(w * 64 + __builtin_ctzll(s.interrupt_bitmap[w]));
+      break;
+    }
+  }
+  mmu_state_loaded(c);
+  return true;
+}
+
+cpu::FpuState SoftVcpu::get_fpu() const {
+  cpu::FpuState f;
+  fpu_to_fxsave(m_cpu->fpu, f.fxsave.data());
+  f.xcr0 = m_cpu->xcr0;
+  return f;
+}
+
+bool SoftVcpu::set_fpu(const cpu::FpuState& f) {
+  fpu_from_fxsave(m_cpu->fpu, f.fxsave.data());
+  if (f.xcr0 & 1) m_cpu->xcr0 = f.xcr0;
+  return true;
+}
+
+cpu::DebugRegs SoftVcpu::get_debugregs() const {
+  cpu::DebugRegs d;
+  d.db = m_cpu->dr;
+  d.dr6 = m_cpu->dr6;
+  d.dr7 = m_cpu->dr7;
+  return d;
+}
+
+void SoftVcpu::set_debugregs(const cpu::DebugRegs& d) {
+  m_cpu->dr = d.db;
+  m_cpu->dr6 = d.dr6;
+  m_cpu->dr7 = d.dr7;
+  debug_dr7_changed(*m_cpu);
+}
+
+cpu::Events SoftVcpu::get_events() const {
+  const Cpu& c = *m_cpu;
+  cpu::Events e;
+  e.interrupt_injected = c.irq_queued;
+  e.interrupt_nr = c.irq_vector;
+  e.interrupt_shadow = c.interrupt_shadow;
+  e.nmi_pending = c.nmi_pending;
+  e.nmi_masked = c.nmi_masked;
+  return e;
+}
+
+void SoftVcpu::set_events(const cpu::Events& e) {
+  Cpu& c = *m_cpu;
+  c.irq_queued = e.interrupt_injected;
+  c.irq_vector = e.interrupt_nr;
+  c.interrupt_shadow = e.interrupt_shadow;
+  c.nmi_pending = e.nmi_pending || e.nmi_injected;
+  c.nmi_masked = e.nmi_masked;
+  if (e.exception_injected) {
+    // Delivered now, as the next entry would (KVM injects before running).
+    if (e.exception_nr == uint8_t(Vec::PF)) c.tlb.pf_addr = c.cr2;
+    Fault f{Vec(e.exception_nr), e.exception_has_error_code, e.exception_error_code};
+    mmu_sync(c);
+    c.deliver_exception(f);
+  }
+}
+
+cpu::MpState SoftVcpu::get_mp_state() const { return m_cpu->mp_state; }
+void SoftVcpu::set_mp_state(cpu::MpState s) { m_cpu->mp_state = s; }
+
+bool SoftVcpu::get_msr(uint32_t index, uint64_t& value) const { return msr_read(*m_cpu, index, value, true); }
+
+bool SoftVcpu::set_msr(uint32_t index, uint64_t value) {
+  constexpr uint32_t k_msr_efer = 0xc0000080;
+  bool ok = msr_write(*m_cpu, index, value, true);
+  if (ok && index == k_msr_efer) mmu_state_loaded(*m_cpu);
+  return ok;
+}
+
+void SoftVcpu::set_cpuid(std::vector<cpu::CpuidEntry> entries) { m_cpu->cpuid_table = std::move(entries); }
+
+bool SoftVcpu::queue_interrupt(uint8_t vector) {
+  if (m_cpu->irq_queued) return false;
+  m_cpu->irq_queued = true;
+  m_cpu->irq_vector = vector;
+  return true;
+}
+
+void SoftVcpu::queue_nmi() { m_cpu->nmi_pending = true; }
+
+bool SoftVcpu::ready_for_interrupt_injection() const { return irq_window_open(*m_cpu); }
+bool SoftVcpu::if_flag() const { return m_cpu->eflags_rest & fl::IF; }
+uint64_t SoftVcpu::apic_base() const { return m_cpu->apic_base; }
+uint64_t SoftVcpu::cr8() const { return m_cpu->cr8; }
+void SoftVcpu::set_cr8(uint64_t v) { m_cpu->cr8 = v; }
+
+}  // namespace anykvm::soft

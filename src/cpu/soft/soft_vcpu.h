@@ -1,0 +1,109 @@
+// The software engine's vCPU: the KVM_RUN loop over cached decoded blocks and
+// the state ioctls mapped onto Cpu fields (cpu/backend.h VcpuBackend).
+// Cpu::Private holds the engine-private per-vCPU state: the decoded-block
+// cache (keyed by guest-physical address of the first byte + code size), the
+// pending port-I/O record for IN/INS completion, and the cross-vCPU code
+// invalidation queue. vCPU thread only, except Private::q_* (guarded by q_lock).
+#pragma once
+#include <array>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "cpu/backend.h"
+#include "cpu/soft/cpu.h"
+
+namespace anykvm::soft {
+
+// A run of decoded instructions inside one guest-physical page.
+struct Block {
+  uint64_t key = 0;            // (gpa << 1) | code32
+  uint64_t gpa = 0;            // first byte
+  uint32_t validated_epoch = 0;
+  bool valid = true;
+  std::vector<x86::Insn> insns;
+  std::vector<uint8_t> bytes;  // the decoded bytes, for validation after user-space writes
+};
+
+// An IN/INS that exited to user space: the data arrives in the PIO page and the
+// instruction re-executes on the next KVM_RUN.
+struct PendingIo {
+  enum class State : uint8_t { Idle, Waiting, Ready };
+  State state = State::Idle;
+  uint16_t port = 0;
+  uint8_t size = 0;
+  uint32_t count = 0;
+};
+
+struct Cpu::Private {
+  const cpu::RunControl* ctl = nullptr;  // during run()
+  alignas(8) uint8_t pio_scratch[4096] = {};  // PIO data when the caller gave no page
+  PendingIo pio;
+  bool stopped = false;     // the last run() ended with StopInsn: re-execute first
+  bool block_stop = false;  // the running block's page was written: stop after this instruction
+
+  // Block cache.
+  static constexpr size_t k_fast = 4096;
+  std::array<Block*, k_fast> fast{};
+  std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;
+  std::unordered_map<uint64_t, std::vector<Block*>> page_blocks;  // pfn -> blocks on it
+  std::vector<std::unique_ptr<Block>> dead;  // invalidated while possibly running; freed at a boundary
+  uint32_t epoch = 1;       // bumped at each KVM_RUN entry and memory-map change: blocks revalidate
+  uint64_t mem_generation = 0;
+
+  // Cross-vCPU requests (another vCPU wrote a code page / made a page code).
+  std::mutex q_lock;
+  std::vector<uint64_t> q_inval;   // pfns whose blocks must go
+  std::vector<uint64_t> q_revoke;  // pfns whose TLB write tags must go
+  std::atomic<bool> q_pending{false};
+
+  static size_t fast_index(uint64_t key) { return (key ^ (key >> 13)) & (k_fast - 1); }
+};
+
+class SoftVcpu final : public cpu::VcpuBackend {
+ public:
+  SoftVcpu(SoftVm& vm, VcpuId id);
+  ~SoftVcpu() override;
+
+  cpu::VcpuExit run(cpu::RunControl& ctl) override;
+  void complete_mmio_read(std::span<const uint8_t> data) override;
+
+  cpu::Regs get_regs() const override;
+  void set_regs(const cpu::Regs& r) override;
+  cpu::SpecialRegs get_sregs() const override;
+  bool set_sregs(const cpu::SpecialRegs& s) override;
+  cpu::FpuState get_fpu() const override;
+  bool set_fpu(const cpu::FpuState& f) override;
+  cpu::DebugRegs get_debugregs() const override;
+  void set_debugregs(const cpu::DebugRegs& d) override;
+  cpu::Events get_events() const override;
+  void set_events(const cpu::Events& e) override;
+  cpu::MpState get_mp_state() const override;
+  void set_mp_state(cpu::MpState s) override;
+  bool get_msr(uint32_t index, uint64_t& value) const override;
+  bool set_msr(uint32_t index, uint64_t value) override;
+  void set_cpuid(std::vector<cpu::CpuidEntry> entries) override;
+  bool queue_interrupt(uint8_t vector) override;
+  void queue_nmi() override;
+  bool ready_for_interrupt_injection() const override;
+  bool if_flag() const override;
+  uint64_t apic_base() const override;
+  uint64_t cr8() const override;
+  void set_cr8(uint64_t v) override;
+
+  Cpu& cpu() { return *m_cpu; }
+
+ private:
+  std::unique_ptr<Cpu> m_cpu;
+};
+
+// Engine internals shared with soft_vm.cpp.
+void engine_invalidate_page(Cpu& c, uint64_t pfn);
+void engine_drain_requests(Cpu& c);
+void engine_post(Cpu& c, uint64_t pfn, bool invalidate);
+// The vCPU currently inside run() on this thread (nullptr outside).
+Cpu* engine_running_cpu();
+
+}  // namespace anykvm::soft
