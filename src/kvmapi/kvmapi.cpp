@@ -1,0 +1,331 @@
+// Fd table, ioctl dispatch from ioctls.def, and the /dev/kvm and VM ioctls
+// with Linux 6.1's argument checks and errno (virt/kvm/kvm_main.c,
+// arch/x86/kvm/x86.c). vCPU ioctls are in vcpu_ioctls.cpp.
+#include "kvmapi/kvmapi.h"
+
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "kvmapi/handles.h"
+#include "kvmapi/usercopy.h"
+
+namespace anykvm::kvmapi {
+
+namespace {
+
+std::mutex g_table_lock;
+std::unordered_map<int, std::shared_ptr<Handle>>& table() {
+  static auto* t = new std::unordered_map<int, std::shared_ptr<Handle>>();  // never destroyed: used at exit
+  return *t;
+}
+
+const CapInfo k_caps[] = {
+#define CAP(name, value, why) {"KVM_CAP_" #name, KVM_CAP_##name, value, why},
+#include "kvmapi/caps.def"
+#undef CAP
+};
+
+}  // namespace
+}  // namespace anykvm::kvmapi
+extern "C" const uint32_t anykvm_ioctl_numbers[];
+namespace anykvm::kvmapi {
+namespace {
+
+enum class ArgKind : uint8_t { None, Int, Ptr };
+using IoctlHandler = long (*)(Handle&, unsigned long);
+
+// Handlers, defined below and in vcpu_ioctls.cpp (vCPU rows).
+#define IOCTL_Sys(name) long ioctl_Sys_##name(Handle&, unsigned long);
+#define IOCTL_Vm(name) long ioctl_Vm_##name(Handle&, unsigned long);
+#define IOCTL_Vcpu(name)
+#define IOCTL(name, kind, argkind) IOCTL_##kind(name)
+#include "kvmapi/ioctls.def"
+#undef IOCTL
+#undef IOCTL_Sys
+#undef IOCTL_Vm
+#undef IOCTL_Vcpu
+
+struct Row {
+  const char* name;
+  FdKind kind;
+  ArgKind arg;
+  IoctlHandler handler;
+};
+
+#define IOCTL_Sys(name) ioctl_Sys_##name
+#define IOCTL_Vm(name) ioctl_Vm_##name
+#define IOCTL_Vcpu(name) vcpu_row_handler(#name)
+IoctlHandler vcpu_row_handler(const char*) { return nullptr; }  // vCPU rows dispatch in vcpu_ioctls.cpp
+const Row k_rows[] = {
+#define IOCTL(name, kind, argkind) {"KVM_" #name, FdKind::kind, ArgKind::argkind, IOCTL_##kind(name)},
+#include "kvmapi/ioctls.def"
+#undef IOCTL
+};
+#undef IOCTL_Sys
+#undef IOCTL_Vm
+#undef IOCTL_Vcpu
+constexpr size_t k_nrows = sizeof(k_rows) / sizeof(k_rows[0]);
+
+const std::vector<IoctlInfo>& ioctl_infos() {
+  static const std::vector<IoctlInfo> v = [] {
+    std::vector<IoctlInfo> out;
+    for (size_t i = 0; i < k_nrows; ++i) out.push_back({k_rows[i].name, anykvm_ioctl_numbers[i], k_rows[i].kind});
+    return out;
+  }();
+  return v;
+}
+
+// A fresh kernel fd to stand for a KVM object: an eventfd (cheap, pollable,
+// closes like any fd).
+int new_object_fd(bool cloexec) {
+  int fd = eventfd(0, cloexec ? EFD_CLOEXEC : 0);
+  return fd < 0 ? -errno : fd;
+}
+
+// ---- /dev/kvm ----
+
+long ioctl_Sys_GET_API_VERSION(Handle&, unsigned long) { return k_api_version; }
+
+long ioctl_Sys_CHECK_EXTENSION(Handle&, unsigned long arg) { return check_extension(long(arg)); }
+
+long ioctl_Sys_CREATE_VM(Handle&, unsigned long arg) {
+  if (arg != 0) return -EINVAL;  // only the default machine type on x86
+  auto h = std::make_shared<Handle>();
+  h->kind = FdKind::Vm;
+  h->owner = getpid();
+  h->vm = machine::Vm::create();
+  int fd = new_object_fd(true);  // anon_inode_getfd(..., O_RDWR | O_CLOEXEC)
+  if (fd < 0) return fd;
+  return install(std::move(h), fd);
+}
+
+long ioctl_Sys_GET_VCPU_MMAP_SIZE(Handle&, unsigned long) { return machine::k_vcpu_mmap_size; }
+
+long ioctl_Sys_GET_MSR_INDEX_LIST(Handle&, unsigned long arg) {
+  kvm_msr_list hdr;
+  if (!copy_from_user(&hdr, arg, anykvm_off_msr_list_indices)) return -EFAULT;
+  const std::vector<uint32_t> list = cpu::soft_msr_index_list();
+  const uint32_t asked = hdr.nmsrs;
+  hdr.nmsrs = uint32_t(list.size());
+  if (!copy_to_user(arg, &hdr, anykvm_off_msr_list_indices)) return -EFAULT;
+  if (asked < list.size()) return -E2BIG;
+  if (!copy_to_user(arg + anykvm_off_msr_list_indices, list.data(), list.size() * sizeof(uint32_t))) return -EFAULT;
+  return 0;
+}
+
+constexpr uint32_t k_max_cpuid_entries = 256;  // KVM_MAX_CPUID_ENTRIES
+
+long ioctl_Sys_GET_SUPPORTED_CPUID(Handle&, unsigned long arg) {
+  kvm_cpuid2 hdr;
+  if (!copy_from_user(&hdr, arg, anykvm_off_cpuid2_entries)) return -EFAULT;
+  if (hdr.nent < 1) return -E2BIG;
+  if (hdr.nent > k_max_cpuid_entries) hdr.nent = k_max_cpuid_entries;
+  const std::vector<cpu::CpuidEntry> list = cpu::soft_supported_cpuid();
+  if (list.size() > hdr.nent) return -E2BIG;
+  std::vector<kvm_cpuid_entry2> out(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    out[i] = kvm_cpuid_entry2{};
+    out[i].function = list[i].function;
+    out[i].index = list[i].index;
+    out[i].flags = list[i].flags;
+    out[i].eax = list[i].eax;
+    out[i].ebx = list[i].ebx;
+    out[i].ecx = list[i].ecx;
+    out[i].edx = list[i].edx;
+  }
+  hdr.nent = uint32_t(list.size());
+  if (!copy_to_user(arg + anykvm_off_cpuid2_entries, out.data(), out.size() * sizeof(kvm_cpuid_entry2))) return -EFAULT;
+  if (!copy_to_user(arg, &hdr, anykvm_off_cpuid2_entries)) return -EFAULT;
+  return 0;
+}
+
+// ---- VM ----
+
+long ioctl_Vm_CHECK_EXTENSION(Handle&, unsigned long arg) { return check_extension(long(arg)); }
+
+long ioctl_Vm_CREATE_VCPU(Handle& vmh, unsigned long arg) {
+  if (arg > UINT32_MAX) return -EINVAL;
+  auto v = vmh.vm->create_vcpu(uint32_t(arg));
+  if (!v) return -v.error();
+  auto h = std::make_shared<Handle>();
+  h->kind = FdKind::Vcpu;
+  h->owner = vmh.owner;
+  h->vm = vmh.vm;
+  h->vcpu = *v;
+  // The client's fd is a dup of the run-area memfd, so its own mmap works.
+  int fd = fcntl(h->vcpu->memfd(), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  return install(std::move(h), fd);
+}
+
+long ioctl_Vm_SET_USER_MEMORY_REGION(Handle& h, unsigned long arg) {
+  kvm_userspace_memory_region r;
+  if (!copy_from_user(&r, arg, sizeof(r))) return -EFAULT;
+  machine::MemoryRegionRequest req{r.slot, r.flags, r.guest_phys_addr, r.memory_size, r.userspace_addr};
+  auto res = h.vm->memslots().set(req);
+  return res ? 0 : -res.error();
+}
+
+long ioctl_Vm_GET_DIRTY_LOG(Handle& h, unsigned long arg) {
+  kvm_dirty_log log;
+  if (!copy_from_user(&log, arg, sizeof(log))) return -EFAULT;
+  std::vector<uint64_t> bits;
+  auto res = h.vm->memslots().take_dirty_log(log.slot, bits);
+  if (!res) return -res.error();
+  if (!copy_to_user(reinterpret_cast<unsigned long>(log.dirty_bitmap), bits.data(), bits.size() * 8)) return -EFAULT;
+  return 0;
+}
+
+long ioctl_Vm_SET_TSS_ADDR(Handle& h, unsigned long arg) {
+  auto res = h.vm->set_tss_addr(arg);
+  return res ? 0 : -res.error();
+}
+
+long ioctl_Vm_SET_IDENTITY_MAP_ADDR(Handle& h, unsigned long arg) {
+  uint64_t addr;
+  if (!copy_from_user(&addr, arg, sizeof(addr))) return -EFAULT;
+  auto res = h.vm->set_identity_map_addr(addr);
+  return res ? 0 : -res.error();
+}
+
+long ioctl_Vm_ENABLE_CAP(Handle&, unsigned long arg) {
+  kvm_enable_cap cap;
+  if (!copy_from_user(&cap, arg, sizeof(cap))) return -EFAULT;
+  return -EINVAL;  // no VM capability is enableable yet (Linux: EINVAL for unknown caps and flags)
+}
+
+long ioctl_Vm_SET_GSI_ROUTING(Handle&, unsigned long arg) {
+  kvm_irq_routing hdr;
+  if (!copy_from_user(&hdr, arg, anykvm_off_irq_routing_entries)) return -EFAULT;
+  if (hdr.nr >= 4096) return -EINVAL;  // KVM_MAX_IRQ_ROUTES
+  if (hdr.flags) return -EINVAL;
+  return -EINVAL;  // kvm_arch_can_set_irq_routing(): no in-kernel irqchip
+}
+
+long ioctl_Vm_IRQ_LINE(Handle&, unsigned long arg) {
+  kvm_irq_level l;
+  if (!copy_from_user(&l, arg, sizeof(l))) return -EFAULT;
+  return -ENXIO;  // kvm_vm_ioctl_irq_line without an irqchip
+}
+
+}  // namespace
+
+// ---- fd table ----
+
+std::shared_ptr<Handle> lookup(int fd) {
+  std::lock_guard<std::mutex> g(g_table_lock);
+  auto it = table().find(fd);
+  return it == table().end() ? nullptr : it->second;
+}
+
+int install(std::shared_ptr<Handle> h, int fd) {
+  std::lock_guard<std::mutex> g(g_table_lock);
+  table()[fd] = std::move(h);
+  return fd;
+}
+
+int open_system(int flags) {
+  int fd = new_object_fd(flags & O_CLOEXEC);
+  if (fd < 0) return fd;
+  auto h = std::make_shared<Handle>();
+  h->kind = FdKind::Sys;
+  h->owner = getpid();
+  return install(std::move(h), fd);
+}
+
+bool is_kvm_fd(int fd) { return lookup(fd) != nullptr; }
+
+void on_close(int fd) {
+  std::shared_ptr<Handle> dropped;  // destroyed outside the lock
+  std::lock_guard<std::mutex> g(g_table_lock);
+  auto it = table().find(fd);
+  if (it != table().end()) {
+    dropped = std::move(it->second);
+    table().erase(it);
+  }
+}
+
+void on_dup(int oldfd, int newfd) {
+  std::shared_ptr<Handle> dropped;
+  std::lock_guard<std::mutex> g(g_table_lock);
+  auto it = table().find(oldfd);
+  auto& slot = table()[newfd];
+  dropped = std::move(slot);
+  if (it != table().end()) slot = it->second;
+  else table().erase(newfd);
+}
+
+std::span<const CapInfo> capabilities() { return k_caps; }
+std::span<const IoctlInfo> ioctls() { return ioctl_infos(); }
+
+const char* fd_kind_name(FdKind k) {
+  switch (k) {
+    case FdKind::Sys: return "system (/dev/kvm)";
+    case FdKind::Vm: return "VM";
+    case FdKind::Vcpu: return "vCPU";
+  }
+  return "?";
+}
+
+long check_extension(long cap) {
+  for (const CapInfo& c : k_caps)
+    if (c.number == cap) return c.value;
+  return 0;
+}
+
+namespace {
+long dispatch(Handle& hh, unsigned long request, unsigned long arg);
+
+// ANYKVM_TRACE containing "ioctl": one line per ioctl on stderr (names from ioctls.def).
+bool trace_ioctls() {
+  static const bool on = [] {
+    const char* t = getenv("ANYKVM_TRACE");
+    return t && strstr(t, "ioctl");
+  }();
+  return on;
+}
+
+const char* ioctl_name(FdKind kind, uint32_t req) {
+  for (const IoctlInfo& i : ioctl_infos())
+    if (i.number == req && i.kind == kind) return i.name;
+  return "unknown";
+}
+}  // namespace
+
+long ioctl(int fd, unsigned long request, unsigned long arg) {
+  std::shared_ptr<Handle> h = lookup(fd);
+  if (!h) return -EBADF;
+  long r = dispatch(*h, request, arg);
+  if (trace_ioctls() && !(h->kind == FdKind::Vcpu && uint32_t(request) == uint32_t(KVM_RUN)))
+    fprintf(stderr, "anykvm: %s fd %d %s (0x%08x) arg 0x%lx -> %ld\n", fd_kind_name(h->kind), fd,
+            ioctl_name(h->kind, uint32_t(request)), uint32_t(request), arg, r);
+  return r;
+}
+
+namespace {
+long dispatch(Handle& h, unsigned long request, unsigned long arg) {
+  const uint32_t req = uint32_t(request);  // QEMU passes it sign-extended; the kernel truncates
+  // kvm_vm_ioctl / kvm_vcpu_ioctl: a VM used from another mm (a fork child) is EIO.
+  if (h.kind != FdKind::Sys && h.owner != getpid()) return -EIO;
+  if (h.kind == FdKind::Vcpu) return vcpu_ioctl(h, req, arg);
+  for (size_t i = 0; i < k_nrows; ++i) {
+    if (k_rows[i].kind != h.kind || anykvm_ioctl_numbers[i] != req) continue;
+    if (k_rows[i].arg == ArgKind::None && arg != 0) return -EINVAL;
+    return k_rows[i].handler(h, arg);
+  }
+  return -ENOTTY;
+}
+}  // namespace
+
+}  // namespace anykvm::kvmapi
