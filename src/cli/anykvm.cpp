@@ -140,10 +140,12 @@ int cmd_info(int argc, char** argv) {
 int cmd_ioctl_doc() {
   std::printf("# ioctls served by anykvm\n\n"
               "Generated from `src/kvmapi/ioctls.def` by `anykvm ioctl-doc`; a test fails when this file is stale.\n"
-              "Any other request on a KVM fd fails with ENOTTY, as Linux does for unknown ioctls.\n\n"
-              "| ioctl | number | fd |\n|---|---|---|\n");
+              "Numbers are those a C client computes from <linux/kvm.h> (6.1). Any other request fails\n"
+              "as Linux 6.1 fails it: EINVAL on /dev/kvm (EOPNOTSUPP for the old KVM_TRACE_* ones) and\n"
+              "on vCPU fds, ENOTTY on VM fds; FIOCLEX, FIONCLEX, FIONBIO and FIOASYNC work on every KVM fd.\n\n"
+              "| ioctl | number | fd | argument |\n|---|---|---|---|\n");
   for (const auto& i : anykvm::kvmapi::ioctls())
-    std::printf("| %s | 0x%08x | %s |\n", i.name, i.number, anykvm::kvmapi::fd_kind_name(i.kind));
+    std::printf("| %s | 0x%08x | %s | %s |\n", i.name, i.number, anykvm::kvmapi::fd_kind_name(i.kind), i.arg);
   return 0;
 }
 

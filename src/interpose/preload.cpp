@@ -8,8 +8,10 @@
 // Across fork: the child inherits the fds and a copy of the table; VM and vCPU
 // ioctls from the child fail with EIO (Linux: kvm->mm != current->mm); its
 // /dev/kvm fd can create new VMs. Across exec: KVM fds are O_CLOEXEC (VM,
-// vCPU, and /dev/kvm when opened so); a /dev/kvm fd kept across exec is an
-// eventfd the new image's interposer does not know (ioctl -> ENOTTY).
+// vCPU, and /dev/kvm when opened so); a KVM fd kept across exec is recognised
+// by its memfd name on its first KVM ioctl: /dev/kvm works again, VM and vCPU
+// fds give EIO (another mm), as on Linux.
+// docs/interposer.md has the whole contract; tests/interpose/ tests it.
 #define _GNU_SOURCE 1
 #include <dlfcn.h>
 #include <errno.h>
@@ -54,6 +56,34 @@ void fill_kvm_stat(struct stat* st) {
   st->st_rdev = makedev(10, 232);
   st->st_nlink = 1;
   st->st_blksize = 4096;
+}
+
+// fstat of one of our fds: /dev/kvm as above; VM and vCPU fds as Linux's
+// anonymous inodes (mode 0600 with no file type, size 0).
+void fill_fd_stat(int fd, struct stat* st) {
+  anykvm::kvmapi::FdKind kind = anykvm::kvmapi::FdKind::Sys;
+  anykvm::kvmapi::fd_kind(fd, kind);
+  fill_kvm_stat(st);
+  if (kind != anykvm::kvmapi::FdKind::Sys) {
+    st->st_mode = 0600;
+    st->st_rdev = 0;
+  }
+}
+
+// fstatat/statx(fd, "", AT_EMPTY_PATH) on one of our fds: an fstat.
+bool is_our_empty_path(int dirfd, const char* path, int flags) {
+  return (flags & AT_EMPTY_PATH) && path && !*path && anykvm::kvmapi::is_kvm_fd(dirfd);
+}
+
+// statx as fill_fd_stat / fill_kvm_stat would answer.
+void fill_statx(const struct stat& st, struct statx* sx) {
+  memset(sx, 0, sizeof(*sx));
+  sx->stx_mask = STATX_BASIC_STATS;
+  sx->stx_mode = uint16_t(st.st_mode);
+  sx->stx_nlink = uint32_t(st.st_nlink);
+  sx->stx_blksize = uint32_t(st.st_blksize);
+  sx->stx_rdev_major = major(st.st_rdev);
+  sx->stx_rdev_minor = minor(st.st_rdev);
 }
 
 bool flags_take_mode(int flags) { return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE; }
@@ -142,6 +172,10 @@ __attribute__((visibility("default"))) int ioctl(int fd, unsigned long request, 
   unsigned long arg = va_arg(ap, unsigned long);
   va_end(ap);
   if (anykvm::kvmapi::is_kvm_fd(fd)) return ret_errno(anykvm::kvmapi::ioctl(fd, request, arg));
+  // A KVM request on an fd we do not know may be one inherited across exec
+  // (the only costly check, and only for KVMIO requests).
+  if (_IOC_TYPE(uint32_t(request)) == 0xAE && anykvm::kvmapi::adopt_inherited(fd))
+    return ret_errno(anykvm::kvmapi::ioctl(fd, request, arg));
   NEXT(ioctl);
   return real(fd, request, arg);
 }
@@ -151,6 +185,23 @@ __attribute__((visibility("default"))) int close(int fd) {
   int r = real(fd);
   if (r == 0 || errno != EBADF) anykvm::kvmapi::on_close(fd);
   return r;
+}
+
+// glibc 2.34+. Without CLOSE_RANGE_CLOEXEC it closes the range.
+__attribute__((visibility("default"))) int close_range(unsigned int first, unsigned int last, int flags) {
+  NEXT(close_range);
+  if (!real) return errno = ENOSYS, -1;
+  int r = real(first, last, flags);
+  if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) anykvm::kvmapi::on_close_range(first, last);
+  return r;
+}
+
+// glibc 2.34+; closes every fd from lowfd up (through the close_range system
+// call, which our close_range hook would not see).
+__attribute__((visibility("default"))) void closefrom(int lowfd) {
+  NEXT(closefrom);
+  if (real) real(lowfd);
+  if (lowfd >= 0) anykvm::kvmapi::on_close_range(unsigned(lowfd), ~0u);
 }
 
 __attribute__((visibility("default"))) int dup(int fd) {
@@ -219,22 +270,24 @@ __attribute__((visibility("default"))) int lstat64(const char* path, struct stat
   return real(path, st);
 }
 __attribute__((visibility("default"))) int fstat(int fd, struct stat* st) {
-  if (anykvm::kvmapi::is_kvm_fd(fd)) return fill_kvm_stat(st), 0;
+  if (anykvm::kvmapi::is_kvm_fd(fd)) return fill_fd_stat(fd, st), 0;
   NEXT(fstat);
   return real(fd, st);
 }
 __attribute__((visibility("default"))) int fstat64(int fd, struct stat64* st) {
-  if (anykvm::kvmapi::is_kvm_fd(fd)) return fill_kvm_stat(reinterpret_cast<struct stat*>(st)), 0;
+  if (anykvm::kvmapi::is_kvm_fd(fd)) return fill_fd_stat(fd, reinterpret_cast<struct stat*>(st)), 0;
   NEXT(fstat64);
   return real(fd, st);
 }
 __attribute__((visibility("default"))) int fstatat(int dirfd, const char* path, struct stat* st, int flags) {
   if (is_dev_kvm(path)) return fill_kvm_stat(st), 0;
+  if (is_our_empty_path(dirfd, path, flags)) return fill_fd_stat(dirfd, st), 0;
   NEXT(fstatat);
   return real(dirfd, path, st, flags);
 }
 __attribute__((visibility("default"))) int fstatat64(int dirfd, const char* path, struct stat64* st, int flags) {
   if (is_dev_kvm(path)) return fill_kvm_stat(reinterpret_cast<struct stat*>(st)), 0;
+  if (is_our_empty_path(dirfd, path, flags)) return fill_fd_stat(dirfd, reinterpret_cast<struct stat*>(st)), 0;
   NEXT(fstatat64);
   return real(dirfd, path, st, flags);
 }
@@ -260,14 +313,28 @@ __attribute__((visibility("default"))) int __lxstat64(int ver, const char* path,
   return real(ver, path, st);
 }
 __attribute__((visibility("default"))) int __fxstat(int ver, int fd, struct stat* st) {
-  if (anykvm::kvmapi::is_kvm_fd(fd)) return fill_kvm_stat(st), 0;
+  if (anykvm::kvmapi::is_kvm_fd(fd)) return fill_fd_stat(fd, st), 0;
   NEXT(__fxstat);
   return real(ver, fd, st);
 }
 __attribute__((visibility("default"))) int __fxstat64(int ver, int fd, struct stat64* st) {
-  if (anykvm::kvmapi::is_kvm_fd(fd)) return fill_kvm_stat(reinterpret_cast<struct stat*>(st)), 0;
+  if (anykvm::kvmapi::is_kvm_fd(fd)) return fill_fd_stat(fd, reinterpret_cast<struct stat*>(st)), 0;
   NEXT(__fxstat64);
   return real(ver, fd, st);
+}
+
+// coreutils (ls, stat) use statx.
+__attribute__((visibility("default"))) int statx(int dirfd, const char* path, int flags, unsigned int mask,
+                                                 struct statx* sx) {
+  if (is_dev_kvm(path) || is_our_empty_path(dirfd, path, flags)) {
+    struct stat st;
+    if (is_dev_kvm(path)) fill_kvm_stat(&st);
+    else fill_fd_stat(dirfd, &st);
+    fill_statx(st, sx);
+    return 0;
+  }
+  NEXT(statx);
+  return real(dirfd, path, flags, mask, sx);
 }
 
 __attribute__((visibility("default"))) int access(const char* path, int mode) {

@@ -5,7 +5,9 @@
 
 #include <fcntl.h>
 #include <linux/kvm.h>
-#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,7 +44,7 @@ extern "C" const uint32_t anykvm_ioctl_numbers[];
 namespace anykvm::kvmapi {
 namespace {
 
-enum class ArgKind : uint8_t { None, Int, Ptr };
+enum class ArgKind : uint8_t { None, Int, Ptr, Any };
 using IoctlHandler = long (*)(Handle&, unsigned long);
 
 // Handlers, defined below and in vcpu_ioctls.cpp (vCPU rows).
@@ -80,16 +82,21 @@ constexpr size_t k_nrows = sizeof(k_rows) / sizeof(k_rows[0]);
 const std::vector<IoctlInfo>& ioctl_infos() {
   static const std::vector<IoctlInfo> v = [] {
     std::vector<IoctlInfo> out;
-    for (size_t i = 0; i < k_nrows; ++i) out.push_back({k_rows[i].name, anykvm_ioctl_numbers[i], k_rows[i].kind});
+    static const char* const arg_names[] = {"none", "value", "pointer", "ignored"};  // ArgKind order
+    for (size_t i = 0; i < k_nrows; ++i)
+      out.push_back({k_rows[i].name, anykvm_ioctl_numbers[i], k_rows[i].kind, arg_names[size_t(k_rows[i].arg)]});
     return out;
   }();
   return v;
 }
 
-// A fresh kernel fd to stand for a KVM object: an eventfd (cheap, pollable,
-// closes like any fd).
-int new_object_fd(bool cloexec) {
-  int fd = eventfd(0, cloexec ? EFD_CLOEXEC : 0);
+// A fresh kernel fd to stand for a KVM object: an empty memfd (closes like any
+// fd; its name lets an exec'ed image recognise it, see adopt_inherited).
+constexpr const char* k_sys_memfd = "anykvm:dev-kvm";
+constexpr const char* k_vm_memfd = "anykvm:kvm-vm";
+constexpr const char* k_vcpu_memfd = "anykvm:kvm-vcpu";  // created by machine::Vm
+int new_object_fd(const char* name, bool cloexec) {
+  int fd = memfd_create(name, cloexec ? MFD_CLOEXEC : 0);
   return fd < 0 ? -errno : fd;
 }
 
@@ -105,7 +112,7 @@ long ioctl_Sys_CREATE_VM(Handle&, unsigned long arg) {
   h->kind = FdKind::Vm;
   h->owner = getpid();
   h->vm = machine::Vm::create();
-  int fd = new_object_fd(true);  // anon_inode_getfd(..., O_RDWR | O_CLOEXEC)
+  int fd = new_object_fd(k_vm_memfd, true);  // anon_inode_getfd(..., O_RDWR | O_CLOEXEC)
   if (fd < 0) return fd;
   return install(std::move(h), fd);
 }
@@ -155,7 +162,7 @@ long ioctl_Sys_GET_SUPPORTED_CPUID(Handle&, unsigned long arg) {
 long ioctl_Vm_CHECK_EXTENSION(Handle&, unsigned long arg) { return check_extension(long(arg)); }
 
 long ioctl_Vm_CREATE_VCPU(Handle& vmh, unsigned long arg) {
-  if (arg > UINT32_MAX) return -EINVAL;
+  // kvm_vm_ioctl_create_vcpu(struct kvm *, u32 id): 6.1 drops the upper half.
   auto v = vmh.vm->create_vcpu(uint32_t(arg));
   if (!v) return -v.error();
   auto h = std::make_shared<Handle>();
@@ -193,6 +200,7 @@ long ioctl_Vm_SET_TSS_ADDR(Handle& h, unsigned long arg) {
 }
 
 long ioctl_Vm_SET_IDENTITY_MAP_ADDR(Handle& h, unsigned long arg) {
+  if (h.vm->vcpu_count()) return -EINVAL;  // x86.c checks created_vcpus before the copy
   uint64_t addr;
   if (!copy_from_user(&addr, arg, sizeof(addr))) return -EFAULT;
   auto res = h.vm->set_identity_map_addr(addr);
@@ -236,7 +244,7 @@ int install(std::shared_ptr<Handle> h, int fd) {
 }
 
 int open_system(int flags) {
-  int fd = new_object_fd(flags & O_CLOEXEC);
+  int fd = new_object_fd(k_sys_memfd, flags & O_CLOEXEC);
   if (fd < 0) return fd;
   auto h = std::make_shared<Handle>();
   h->kind = FdKind::Sys;
@@ -245,6 +253,51 @@ int open_system(int flags) {
 }
 
 bool is_kvm_fd(int fd) { return lookup(fd) != nullptr; }
+
+bool adopt_inherited(int fd) {
+  char link[48], target[64];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof(target) - 1);
+  if (n <= 0) return false;
+  target[n] = 0;
+  auto is = [&](const char* name) {
+    char want[64];
+    snprintf(want, sizeof(want), "/memfd:%s (deleted)", name);
+    return strcmp(target, want) == 0;
+  };
+  auto h = std::make_shared<Handle>();
+  if (is(k_sys_memfd)) {
+    h->kind = FdKind::Sys;
+    h->owner = getpid();
+  } else if (is(k_vm_memfd) || is(k_vcpu_memfd)) {
+    h->kind = is(k_vm_memfd) ? FdKind::Vm : FdKind::Vcpu;
+    h->owner = 0;  // the VM stayed in the image before exec: every ioctl is EIO, as for another mm
+  } else {
+    return false;
+  }
+  std::lock_guard<std::mutex> g(g_table_lock);
+  table().emplace(fd, std::move(h));  // keeps an entry another thread installed first
+  return true;
+}
+
+bool fd_kind(int fd, FdKind& kind) {
+  std::shared_ptr<Handle> h = lookup(fd);
+  if (h) kind = h->kind;
+  return h != nullptr;
+}
+
+void on_close_range(unsigned first, unsigned last) {
+  std::vector<std::shared_ptr<Handle>> dropped;  // destroyed outside the lock
+  std::lock_guard<std::mutex> g(g_table_lock);
+  for (auto it = table().begin(); it != table().end();) {
+    if (unsigned(it->first) >= first && unsigned(it->first) <= last) {
+      dropped.push_back(std::move(it->second));
+      it = table().erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
 
 void on_close(int fd) {
   std::shared_ptr<Handle> dropped;  // destroyed outside the lock
@@ -257,13 +310,16 @@ void on_close(int fd) {
 }
 
 void on_dup(int oldfd, int newfd) {
-  std::shared_ptr<Handle> dropped;
+  std::shared_ptr<Handle> dropped;  // newfd's old object, destroyed outside the lock
   std::lock_guard<std::mutex> g(g_table_lock);
-  auto it = table().find(oldfd);
-  auto& slot = table()[newfd];
-  dropped = std::move(slot);
-  if (it != table().end()) slot = it->second;
-  else table().erase(newfd);
+  auto& t = table();
+  std::shared_ptr<Handle> src;
+  if (auto it = t.find(oldfd); it != t.end()) src = it->second;  // copied first: inserting may rehash
+  if (auto it = t.find(newfd); it != t.end()) {
+    dropped = std::move(it->second);
+    t.erase(it);
+  }
+  if (src) t.emplace(newfd, std::move(src));
 }
 
 std::span<const CapInfo> capabilities() { return k_caps; }
@@ -285,7 +341,7 @@ long check_extension(long cap) {
 }
 
 namespace {
-long dispatch(Handle& hh, unsigned long request, unsigned long arg);
+long dispatch(int fd, Handle& h, unsigned long request, unsigned long arg);
 
 // ANYKVM_TRACE containing "ioctl": one line per ioctl on stderr (names from ioctls.def).
 bool trace_ioctls() {
@@ -306,7 +362,7 @@ const char* ioctl_name(FdKind kind, uint32_t req) {
 long ioctl(int fd, unsigned long request, unsigned long arg) {
   std::shared_ptr<Handle> h = lookup(fd);
   if (!h) return -EBADF;
-  long r = dispatch(*h, request, arg);
+  long r = dispatch(fd, *h, request, arg);
   if (trace_ioctls() && !(h->kind == FdKind::Vcpu && uint32_t(request) == uint32_t(KVM_RUN)))
     fprintf(stderr, "anykvm: %s fd %d %s (0x%08x) arg 0x%lx -> %ld\n", fd_kind_name(h->kind), fd,
             ioctl_name(h->kind, uint32_t(request)), uint32_t(request), arg, r);
@@ -314,17 +370,52 @@ long ioctl(int fd, unsigned long request, unsigned long arg) {
 }
 
 namespace {
-long dispatch(Handle& h, unsigned long request, unsigned long arg) {
+// Requests the VFS answers before any driver sees them (fs/ioctl.c
+// do_vfs_ioctl), so they work on KVM fds too: applied to our kernel fd.
+bool vfs_ioctl(int fd, uint32_t req, unsigned long arg, long& result) {
+  switch (req) {
+    case FIOCLEX:
+    case FIONCLEX:
+    case FIONBIO:
+    case FIOASYNC:
+      // The raw syscall: inside libanykvm, ioctl() would come back to us.
+      result = syscall(SYS_ioctl, fd, (unsigned long)req, arg);
+      if (result < 0) result = -errno;
+      return true;
+  }
+  return false;
+}
+
+// What Linux 6.1 answers for a request it does not know on each kind of fd.
+long unknown_request_errno(FdKind kind, uint32_t req) {
+  switch (kind) {
+    case FdKind::Sys:
+      // kvm_dev_ioctl: the deprecated trace ioctls, then kvm_arch_dev_ioctl's default.
+      if (req == uint32_t(KVM_TRACE_ENABLE) || req == uint32_t(KVM_TRACE_PAUSE) || req == uint32_t(KVM_TRACE_DISABLE))
+        return -EOPNOTSUPP;
+      return -EINVAL;
+    case FdKind::Vm: return -ENOTTY;  // kvm_arch_vm_ioctl's default
+    case FdKind::Vcpu: return -EINVAL;  // kvm_vcpu_ioctl: non-KVMIO type, and kvm_arch_vcpu_ioctl's default
+  }
+  return -ENOTTY;
+}
+
+long dispatch(int fd, Handle& h, unsigned long request, unsigned long arg) {
   const uint32_t req = uint32_t(request);  // QEMU passes it sign-extended; the kernel truncates
+  if (long r; vfs_ioctl(fd, req, arg, r)) return r;
   // kvm_vm_ioctl / kvm_vcpu_ioctl: a VM used from another mm (a fork child) is EIO.
   if (h.kind != FdKind::Sys && h.owner != getpid()) return -EIO;
-  if (h.kind == FdKind::Vcpu) return vcpu_ioctl(h, req, arg);
+  if (h.kind == FdKind::Vcpu) {
+    if (_IOC_TYPE(req) != KVMIO) return -EINVAL;
+    long r = vcpu_ioctl(h, req, arg);
+    return r == -ENOTTY ? unknown_request_errno(h.kind, req) : r;
+  }
   for (size_t i = 0; i < k_nrows; ++i) {
     if (k_rows[i].kind != h.kind || anykvm_ioctl_numbers[i] != req) continue;
     if (k_rows[i].arg == ArgKind::None && arg != 0) return -EINVAL;
     return k_rows[i].handler(h, arg);
   }
-  return -ENOTTY;
+  return unknown_request_errno(h.kind, req);
 }
 }  // namespace
 

@@ -197,18 +197,56 @@ long ioctl_Vcpu_GET_SREGS(Handle& h, unsigned long arg) {
 }
 
 constexpr uint64_t k_efer_lme = 1u << 8, k_efer_lma = 1u << 10;
-constexpr uint64_t k_cr0_pe = 1u << 0, k_cr0_pg = 1u << 31, k_cr4_pae = 1u << 5;
+constexpr uint64_t k_cr0_pe = 1u << 0, k_cr0_nw = 1u << 29, k_cr0_cd = 1u << 30, k_cr0_pg = 1u << 31,
+                   k_cr4_pae = 1u << 5;
+
+// CR4_RESERVED_BITS (arch/x86/include/asm/kvm_host.h, 6.1): every bit but
+// VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR OSXMMEXCPT UMIP LA57 VMXE FSGSBASE
+// PCIDE OSXSAVE SMEP SMAP PKE. (Linux also reserves those the guest's CPUID
+// lacks; not checked here, see docs/abi-differences.md.)
+constexpr uint64_t k_cr4_reserved =
+    ~uint64_t((1u << 0) | (1u << 1) | (1u << 2) | (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 7) |
+              (1u << 8) | (1u << 9) | (1u << 10) | (1u << 11) | (1u << 12) | (1u << 13) | (1u << 16) | (1u << 17) |
+              (1u << 18) | (1u << 20) | (1u << 21) | (1u << 22));
+
+const cpu::CpuidEntry* find_cpuid(const std::vector<cpu::CpuidEntry>& t, uint32_t function) {
+  for (const auto& e : t)
+    if (e.function == function) return &e;
+  return nullptr;
+}
+
+// kvm_set_apic_base for a host-initiated write: reserved bits are 0-7 and 9
+// (0x2ff), those at or above the guest's MAXPHYADDR (cpuid_query_maxphyaddr:
+// 0x80000008.EAX[7:0], else 36), and EXTD unless the guest's CPUID has x2APIC;
+// EXTD without EN is an invalid mode.
+bool valid_apic_base(const std::vector<cpu::CpuidEntry>& cpuid, uint64_t v) {
+  constexpr uint64_t k_en = 1u << 11, k_extd = 1u << 10;
+  unsigned maxphyaddr = 36;
+  const cpu::CpuidEntry* top = find_cpuid(cpuid, 0x80000000);
+  if (const cpu::CpuidEntry* e = find_cpuid(cpuid, 0x80000008); top && top->eax >= 0x80000008 && e)
+    maxphyaddr = e->eax & 0xff;
+  uint64_t reserved = 0x2ff;
+  if (maxphyaddr < 64) reserved |= ~uint64_t(0) << maxphyaddr;
+  const cpu::CpuidEntry* leaf1 = find_cpuid(cpuid, 1);
+  if (!leaf1 || !(leaf1->ecx & (1u << 21))) reserved |= k_extd;
+  if (v & reserved) return false;
+  return !((v & k_extd) && !(v & k_en));
+}
 
 long ioctl_Vcpu_SET_SREGS(Handle& h, unsigned long arg) {
   kvm_sregs k;
   if (!read_struct(arg, k)) return -EFAULT;
-  // kvm_is_valid_sregs (x86.c).
+  // kvm_is_valid_sregs (x86.c), with kvm_is_valid_cr0.
   if ((k.efer & k_efer_lme) && (k.cr0 & k_cr0_pg)) {
     if (!(k.cr4 & k_cr4_pae) || !(k.efer & k_efer_lma)) return -EINVAL;
-  } else if (k.efer & k_efer_lma) {
-    return -EINVAL;
+  } else if ((k.efer & k_efer_lma) || k.cs.l) {
+    return -EINVAL;  // not in 64-bit mode: no LMA, no 64-bit code segment
   }
+  if (k.cr0 >> 32) return -EINVAL;
+  if ((k.cr0 & k_cr0_nw) && !(k.cr0 & k_cr0_cd)) return -EINVAL;
   if ((k.cr0 & k_cr0_pg) && !(k.cr0 & k_cr0_pe)) return -EINVAL;
+  if (k.cr4 & k_cr4_reserved) return -EINVAL;  // kvm_is_valid_cr4, the fixed part
+  if (!valid_apic_base(h.vcpu->cpuid, k.apic_base)) return -EINVAL;  // kvm_set_apic_base
   cpu::SpecialRegs s;
   from_kvm(k, s);
   return vcpu_of(h).backend().set_sregs(s) ? 0 : -EINVAL;
@@ -271,6 +309,8 @@ long ioctl_Vcpu_GET_CPUID2(Handle& h, unsigned long arg) {
   kvm_cpuid2 hdr;
   if (!copy_from_user(&hdr, arg, anykvm_off_cpuid2_entries)) return -EFAULT;
   const auto& tab = h.vcpu->cpuid;
+  // kvm_vcpu_ioctl_get_cpuid2 (6.1): E2BIG without copying the count back;
+  // on success the header is copied back unchanged (later kernels set nent).
   if (hdr.nent < tab.size()) return -E2BIG;
   std::vector<kvm_cpuid_entry2> e(tab.size());
   for (size_t i = 0; i < tab.size(); ++i) {
@@ -283,7 +323,6 @@ long ioctl_Vcpu_GET_CPUID2(Handle& h, unsigned long arg) {
     e[i].ecx = tab[i].ecx;
     e[i].edx = tab[i].edx;
   }
-  hdr.nent = uint32_t(tab.size());
   if (!copy_to_user(arg + anykvm_off_cpuid2_entries, e.data(), e.size() * sizeof(kvm_cpuid_entry2))) return -EFAULT;
   return copy_to_user(arg, &hdr, anykvm_off_cpuid2_entries) ? 0 : -EFAULT;
 }
@@ -316,7 +355,8 @@ long ioctl_Vcpu_GET_VCPU_EVENTS(Handle& h, unsigned long arg) {
   k.nmi.injected = e.nmi_injected;
   k.nmi.pending = e.nmi_pending;
   k.nmi.masked = e.nmi_masked;
-  k.flags = KVM_VCPUEVENT_VALID_SHADOW;
+  // kvm_vcpu_ioctl_x86_get_vcpu_events: these three are always valid (no SMM here: smi.* are 0).
+  k.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM;
   return get_struct(arg, k);
 }
 
@@ -326,11 +366,11 @@ long ioctl_Vcpu_SET_VCPU_EVENTS(Handle& h, unsigned long arg) {
   constexpr uint32_t valid = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR |
                              KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM;
   if (k.flags & ~valid) return -EINVAL;  // PAYLOAD / TRIPLE_FAULT need caps we do not report
-  if ((k.exception.injected || k.exception.pending) && (k.exception.nr > 31 || k.exception.nr == 2))
-    return -EINVAL;
+  k.exception.pending = 0;  // without KVM_VCPUEVENT_VALID_PAYLOAD, 6.1 ignores it
+  if (k.exception.injected && (k.exception.nr > 31 || k.exception.nr == 2)) return -EINVAL;
   cpu::VcpuBackend& b = vcpu_of(h).backend();
   cpu::Events e = b.get_events();
-  e.exception_injected = k.exception.injected || k.exception.pending;
+  e.exception_injected = k.exception.injected;
   e.exception_nr = k.exception.nr;
   e.exception_has_error_code = k.exception.has_error_code;
   e.exception_error_code = k.exception.error_code;
@@ -372,8 +412,15 @@ long ioctl_Vcpu_INTERRUPT(Handle& h, unsigned long arg) {
   kvm_interrupt irq;
   if (!read_struct(arg, irq)) return -EFAULT;
   if (irq.irq >= 256) return -EINVAL;  // KVM_NR_INTERRUPTS
-  // kvm_vcpu_ioctl_interrupt without an in-kernel irqchip: one queued vector.
-  if (!vcpu_of(h).backend().queue_interrupt(uint8_t(irq.irq))) return -ENXIO;
+  // kvm_vcpu_ioctl_interrupt without an in-kernel irqchip: queue the vector,
+  // replacing one queued before (kvm_queue_interrupt overwrites).
+  cpu::VcpuBackend& b = vcpu_of(h).backend();
+  if (!b.queue_interrupt(uint8_t(irq.irq))) {
+    cpu::Events e = b.get_events();  // reports no exception, so set_events delivers none
+    e.interrupt_injected = true;
+    e.interrupt_nr = uint8_t(irq.irq);
+    b.set_events(e);
+  }
   return 0;
 }
 
@@ -494,7 +541,7 @@ long ioctl_Vcpu_RUN(Handle& h, unsigned long) {
 }  // namespace
 
 long vcpu_ioctl(Handle& h, uint32_t req, unsigned long arg) {
-  enum class ArgKind : uint8_t { None, Int, Ptr };
+  enum class ArgKind : uint8_t { None, Int, Ptr, Any };
   struct Row {
     FdKind kind;
     ArgKind arg;
@@ -515,7 +562,14 @@ long vcpu_ioctl(Handle& h, uint32_t req, unsigned long arg) {
   for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); ++i) {
     if (rows[i].kind != FdKind::Vcpu || anykvm_ioctl_numbers[i] != req) continue;
     if (rows[i].arg == ArgKind::None && arg != 0) return -EINVAL;
-    return rows[i].handler(h, arg);
+    // The engine signals faults and MMIO with C++ exceptions inside its run
+    // loop; one escaping a state ioctl (e.g. an injected exception whose IVT is
+    // not RAM) must not unwind into a C client.
+    try {
+      return rows[i].handler(h, arg);
+    } catch (...) {
+      return -EFAULT;
+    }
   }
   return -ENOTTY;
 }

@@ -17,10 +17,10 @@ Result<void> MemSlots::set(const MemoryRegionRequest& r) {
   const uint32_t id = r.slot & 0xffff;
   if ((r.memory_size & (k_page - 1)) || (r.guest_phys_addr & (k_page - 1))) return err(EINVAL);
   if ((r.userspace_addr & (k_page - 1))) return err(EINVAL);
-  // access_ok(): the range must be a user address range.
-  if (r.memory_size && (r.userspace_addr + r.memory_size < r.userspace_addr ||
-                        r.userspace_addr + r.memory_size > 0x00007ffffffff000ull))
-    return err(EINVAL);
+  // access_ok(): the range must be a user address range (TASK_SIZE_MAX), also
+  // for a delete.
+  constexpr uint64_t k_task_size_max = 0x00007ffffffff000ull;
+  if (r.memory_size > k_task_size_max || r.userspace_addr > k_task_size_max - r.memory_size) return err(EINVAL);
   if (as_id >= k_address_spaces || id >= k_user_mem_slots) return err(EINVAL);
   if (r.guest_phys_addr + r.memory_size < r.guest_phys_addr) return err(EINVAL);
   if ((r.memory_size / k_page) > k_max_pages) return err(EINVAL);

@@ -29,7 +29,7 @@ Result<std::shared_ptr<Vcpu>> Vm::create_vcpu(uint32_t id) {
   if (id >= k_max_vcpu_ids) return err(EINVAL);
   if (m_created_vcpus >= k_max_vcpus) return err(EINVAL);
   if (m_vcpus.count(id)) return err(EEXIST);
-  int fd = memfd_create("anykvm-vcpu", MFD_CLOEXEC);
+  int fd = memfd_create("anykvm:kvm-vcpu", MFD_CLOEXEC);  // name: kvmapi adopt_inherited
   if (fd < 0) return err(errno);
   if (ftruncate(fd, k_vcpu_mmap_size) != 0) {
     int e = errno;

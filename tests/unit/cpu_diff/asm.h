@@ -16,6 +16,7 @@ constexpr uint8_t OSIZE = 0x66;  // operand-size prefix
 constexpr uint8_t ASIZE = 0x67;  // address-size prefix
 constexpr uint8_t LOCK = 0xf0, REP = 0xf3, REPNE = 0xf2;
 constexpr uint8_t TWO_BYTE = 0x0f;
+constexpr uint8_t SEG_GS = 0x65;
 
 inline uint32_t width_mask(unsigned bits) { return bits == 32 ? 0xffffffffu : (1u << bits) - 1; }
 inline uint32_t sign_bit(unsigned bits) { return 1u << (bits - 1); }
@@ -23,6 +24,7 @@ inline uint32_t sign_bit(unsigned bits) { return 1u << (bits - 1); }
 struct Asm {
   std::vector<uint8_t> b;
   std::vector<uint8_t> relocs;
+  std::vector<uint8_t> relocs16;
 
   Asm& op(std::initializer_list<uint8_t> v) {
     b.insert(b.end(), v);
@@ -48,6 +50,19 @@ struct Asm {
     relocs.push_back(uint8_t(b.size()));
     return d32(window_off);
   }
+  // 16-bit addressing (SDM vol. 2, table 2-1): ModRM with mod 0-2 and rm 0-7
+  // plus disp8/disp16; mod=00 rm=110 is [disp16], relocated like gpr_rel16
+  // registers. The caller emits 67 and the GS override (see Case::seg16).
+  Asm& mem16(unsigned reg, unsigned mod, unsigned rm, uint32_t disp) {
+    b.push_back(uint8_t(mod << 6 | (reg & 7) << 3 | (rm & 7)));
+    if (mod == 1) return i8(disp);
+    if (mod == 2) return i16(disp);
+    if (rm == 6) {
+      relocs16.push_back(uint8_t(b.size()));
+      return i16(disp);
+    }
+    return *this;
+  }
   Asm& i8(uint32_t v) {
     b.push_back(uint8_t(v));
     return *this;
@@ -60,6 +75,7 @@ struct Asm {
   void into(Case& c) {
     c.code = std::move(b);
     c.relocs = std::move(relocs);
+    c.relocs16 = std::move(relocs16);
   }
 };
 

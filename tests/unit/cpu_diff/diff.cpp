@@ -35,7 +35,10 @@ struct Emit {
   }
 };
 
-std::vector<uint8_t> relocated(const Case& c, uint32_t win) {
+// The window's offset from the SEL16 segment base (16-bit addressing cases).
+uint32_t win16(uint32_t win, uint32_t base) { return win - (base + layout::SEG16_BASE); }
+
+std::vector<uint8_t> relocated(const Case& c, uint32_t win, uint32_t base) {
   std::vector<uint8_t> code = c.code;
   for (uint8_t off : c.relocs) {
     uint32_t v;
@@ -43,12 +46,18 @@ std::vector<uint8_t> relocated(const Case& c, uint32_t win) {
     v += win;
     std::memcpy(&code[off], &v, 4);
   }
+  for (uint8_t off : c.relocs16) {
+    uint16_t v;
+    std::memcpy(&v, &code.at(off), 2);
+    v = uint16_t(v + win16(win, base));
+    std::memcpy(&code[off], &v, 2);
+  }
   return code;
 }
 
 uint32_t input_reg(const Case& c, unsigned r, uint32_t win, uint32_t base) {
   if (r == ESP && !(c.gpr_rel & (1u << ESP))) return base + layout::SCRATCH_STACK;
-  return c.gpr[r] + ((c.gpr_rel >> r) & 1 ? win : 0);
+  return c.gpr[r] + ((c.gpr_rel >> r) & 1 ? win : 0) + ((c.gpr_rel16 >> r) & 1 ? win16(win, base) : 0);
 }
 
 // Builds cases [first, ...) into img until a limit is reached; returns the count.
@@ -66,6 +75,7 @@ size_t build_batch(const std::vector<Case>& cases, size_t first, uint32_t window
        ++i, ++img.n) {
     const Case& c = cases[i];
     const uint32_t win = base + layout::MEM + uint32_t(img.n) * window;
+    if (c.seg16 && img.n > 0 && win16(win, base) + window > layout::SEG16_SPAN) break;  // next batch
     const uint32_t out = img.out_addr(img.n);
     img.frame.push_back(code_base + uint32_t(img.code.size()));
     e.u8(0xbc), e.d32(hstack);         // mov esp, HSTACK
@@ -75,7 +85,7 @@ size_t build_batch(const std::vector<Case>& cases, size_t first, uint32_t window
       if (r != ESP) e.u8(uint8_t(0xb8 + r)), e.d32(input_reg(c, r, win, base));  // mov r, imm32
     e.u8(0xbc), e.d32(input_reg(c, ESP, win, base));  // mov esp, imm32
     img.insn.push_back(code_base + uint32_t(img.code.size()));
-    std::vector<uint8_t> code = relocated(c, win);
+    std::vector<uint8_t> code = relocated(c, win, base);
     img.code.insert(img.code.end(), code.begin(), code.end());
     img.insn_end.push_back(code_base + uint32_t(img.code.size()));
     for (unsigned r = 0; r < 8; ++r) e.u8(0x89), e.u8(uint8_t(r << 3 | 5)), e.d32(out + 4 * r);  // mov [abs], r
@@ -115,8 +125,8 @@ std::string outcome_text(const Outcome& o) {
   if (!o.note.empty()) return o.note;
   if (o.fault >= 0) {
     char t[96];
-    std::snprintf(t, sizeof t, "exception vector %d at eip %08x error code %#x", o.fault, o.fault_eip, o.fault_error);
-    return t;
+    std::snprintf(t, sizeof t, "exception vector %d at eip %08x error code %#x; ", o.fault, o.fault_eip, o.fault_error);
+    return t + regs_text(o.gpr, o.eflags);
   }
   return regs_text(o.gpr, o.eflags);
 }
@@ -139,8 +149,9 @@ Verdict compare(const Case& c, const BatchImage& img, size_t i, const Outcome& n
     if (n.fault != e.fault) {
       std::snprintf(t, sizeof t, "exception: native %d, engine %d", n.fault, e.fault);
       v.defined = t;
-    } else if (n.fault_eip != e.fault_eip || (n.fault_eip != img.insn[i] && n.fault_eip != img.insn_end[i])) {
-      // Faults report the instruction, traps (INT3, INTO) the next one.
+    } else if (n.fault_eip != e.fault_eip || n.fault_eip < img.insn[i] || n.fault_eip > img.insn_end[i]) {
+      // Faults report the instruction, traps (INT3, INTO) the next one; in a
+      // multi-instruction case that may be any instruction of the case.
       std::snprintf(t, sizeof t, "exception eip: native %08x, engine %08x", n.fault_eip, e.fault_eip);
       v.defined = t;
     } else if (n.fault_error != e.fault_error) {
@@ -148,7 +159,9 @@ Verdict compare(const Case& c, const BatchImage& img, size_t i, const Outcome& n
       v.defined = t;
     }
     v.faulted = true;
-    return v;
+    if (!v.defined.empty()) return v;
+    // The same exception: registers, flags and memory at that point must agree
+    // too (a fault leaves the instruction's state untouched, SDM vol. 3, 6.5).
   }
   const uint32_t win = img.base + layout::MEM + uint32_t(i) * img.window;
   for (unsigned r = 0; r < 8; ++r) {
@@ -183,7 +196,7 @@ std::string describe(const char* family, size_t index, const Case& c, const Batc
   const uint32_t win = img.base + layout::MEM + uint32_t(i) * img.window;
   std::array<uint32_t, 8> in{};
   for (unsigned r = 0; r < 8; ++r) in[r] = input_reg(c, r, win, img.base);
-  std::vector<uint8_t> code = relocated(c, win);
+  std::vector<uint8_t> code = relocated(c, win, img.base);
   std::string s;
   s += std::string("[") + family + "] case " + std::to_string(index) + ": " + disasm(code, img.insn[i]) + "  (" +
        hex_bytes(code) + ")\n";
@@ -222,6 +235,7 @@ uint64_t diff_seed() {
 
 Runner& native_runner() { return NativeRunner::get(); }
 bool native_available() { return NativeRunner::get().available(); }
+bool seg16_available() { return NativeRunner::get().seg16_available(); }
 Runner& engine_runner() {
   static EngineRunner r(NativeRunner::get().base());
   return r;
@@ -308,6 +322,14 @@ const FamilyResult& run_family(const FamilySpec& spec) {
     Rng rng(diff_seed() ^ h);
     std::vector<Case> cases;
     spec.gen(cases, rng);
+    bool seg16 = false;
+    for (const Case& c : cases) seg16 = seg16 || c.seg16;
+    if (seg16 && !seg16_available()) {  // natively these would fault: skip the family
+      slot = std::make_unique<FamilyResult>();
+      slot->cases = cases.size();
+      slot->needs_seg16 = true;
+      return *slot;
+    }
     slot = std::make_unique<FamilyResult>(run_cases(spec.name, cases, spec.window));
     std::printf("[cpu_diff] %s: %zu cases (%zu raise the same exception on both sides), %zu defined mismatches, "
                 "%zu undefined mismatches of %zu cases with undefined parts\n",
@@ -317,9 +339,13 @@ const FamilyResult& run_family(const FamilySpec& spec) {
   return *slot;
 }
 
+#define CPU_DIFF_SKIP_IF_NO_SEG16(r) \
+  if ((r).needs_seg16) GTEST_SKIP() << "modify_ldt(2) refused the 16-bit addressing segment"
+
 void expect_defined(const FamilySpec& spec) {
   CPU_DIFF_REQUIRE_NATIVE();
   const FamilyResult& r = run_family(spec);
+  CPU_DIFF_SKIP_IF_NO_SEG16(r);
   ASSERT_GT(r.cases, 0u);
   EXPECT_EQ(r.defined_mismatches, 0u) << r.defined_mismatches << " of " << r.cases << " cases differ in defined "
                                       << "results (first ones below):\n"
@@ -329,6 +355,7 @@ void expect_defined(const FamilySpec& spec) {
 void expect_undefined(const FamilySpec& spec) {
   CPU_DIFF_REQUIRE_NATIVE();
   const FamilyResult& r = run_family(spec);
+  CPU_DIFF_SKIP_IF_NO_SEG16(r);
   if (r.undefined_compared == 0) GTEST_SKIP() << "no undefined flags or results in this family";
   EXPECT_EQ(r.undefined_mismatches, 0u) << r.undefined_mismatches << " of " << r.undefined_compared
                                         << " cases differ in flags/results the SDM leaves undefined "

@@ -47,6 +47,7 @@ struct FamilyResult {
   size_t defined_mismatches = 0;
   size_t undefined_compared = 0;  // cases with at least one undefined flag or register
   size_t undefined_mismatches = 0;
+  bool needs_seg16 = false;  // not run: the family needs SEL16 and the host refused it
   std::string defined_report, undefined_report;  // the first few mismatches, in full
 };
 
@@ -62,6 +63,8 @@ std::vector<Outcome> run_one_side(Runner& r, const std::vector<Case>& cases, uin
                                   std::vector<std::vector<uint8_t>>* windows_out = nullptr);
 Runner& native_runner();
 bool native_available();
+// True when the native side installed the SEL16 LDT segment (modify_ldt(2)).
+bool seg16_available();
 Runner& engine_runner();
 
 // Intel-syntax text of a case's code (the engine's disassembler), for reports.
@@ -76,6 +79,10 @@ void expect_undefined(const FamilySpec& spec);
 // Skips the current test when native execution is impossible on this host.
 #define CPU_DIFF_REQUIRE_NATIVE() \
   if (!::anykvm::difftest::native_available()) GTEST_SKIP() << "no RWX mapping below 4 GiB on this host"
+
+// Skips the current test when the 16-bit addressing segment is missing natively.
+#define CPU_DIFF_REQUIRE_SEG16() \
+  if (!::anykvm::difftest::seg16_available()) GTEST_SKIP() << "modify_ldt(2) refused the 16-bit addressing segment"
 
 // One family, checked for defined behaviour only.
 #define CPU_DIFF_FAMILY(Group, Name, window, ...)                                              \

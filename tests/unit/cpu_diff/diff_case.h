@@ -38,6 +38,7 @@ constexpr uint32_t EXIT = 0x0200;        // native: far return; engine: HLT
 constexpr uint32_t SLOTS = 0x0800;       // native bookkeeping words
 constexpr uint32_t GDT = 0x1000;         // engine: flat GDT
 constexpr uint32_t IDT = 0x1100;         // engine: 32 interrupt gates
+constexpr uint32_t LDT = 0x1200;         // engine: the LDT holding SEL16's descriptor
 constexpr uint32_t FAULT_STUBS = 0x1400; // engine: one HLT per vector, 16 bytes apart
 constexpr uint32_t LOW_STACK_TOP = 0x2000;  // native: the far call's stack
 constexpr uint32_t HSTACK_TOP = 0x3000;     // the frames' pushfd/popfd stack (both)
@@ -50,6 +51,14 @@ constexpr uint32_t CODE_SIZE = SIZE - CODE;
 constexpr uint32_t MAX_CASES = 4096;
 constexpr uint32_t OUT_STRIDE = 36;  // 8 GPRs + EFLAGS
 static_assert(OUT + MAX_CASES * OUT_STRIDE <= SCRATCH_STACK - 0x1000);
+// 16-bit addressing: a Linux process cannot map the first 64 KiB, so cases
+// with 16-bit effective addresses use GS (or ES, reloaded by the case) loaded
+// with SEL16, an LDT data segment (base = region base + SEG16_BASE, 4 GiB
+// limit, DPL 3) that both sides install: natively with modify_ldt(2), in the
+// engine as LDT entry 0. Windows of such cases lie within 64 KiB of its base.
+constexpr uint32_t SEG16_BASE = MEM;
+constexpr uint32_t SEG16_SPAN = 0x10000;
+constexpr uint16_t SEL16 = 0x0007;  // LDT index 0, TI = 1, RPL 3
 }  // namespace layout
 
 // Vectors that push an error code (SDM vol. 3, table 6-1).
@@ -61,6 +70,13 @@ struct Case {
   std::vector<uint8_t> relocs;  // offsets in `code` of 32-bit window offsets (made absolute)
   std::array<uint32_t, 8> gpr{};
   uint8_t gpr_rel = 0;          // bit r: gpr[r] is an offset into this case's window
+  // 16-bit addressing through SEL16 (see layout::SEG16_BASE): the window lies
+  // within 64 KiB of the segment base; bit r of gpr_rel16 adds the window's
+  // offset from that base to gpr[r]; relocs16 are offsets in `code` of 16-bit
+  // displacements that get the same offset added.
+  bool seg16 = false;
+  uint8_t gpr_rel16 = 0;
+  std::vector<uint8_t> relocs16;
   uint32_t eflags = fl::FIXED1 | fl::IF;
   // Status flags the SDM defines for this instruction and these inputs
   // (unaffected flags count as defined: they must keep their input value).
@@ -77,7 +93,7 @@ struct Case {
 
 // What one side produced for one case.
 struct Outcome {
-  std::array<uint32_t, 8> gpr{};
+  std::array<uint32_t, 8> gpr{};  // after the case, or at the exception if one was raised
   uint32_t eflags = 0;
   int fault = -1;          // exception vector, -1 if none
   uint32_t fault_eip = 0;  // where it was raised (the instruction, or the next one for traps)

@@ -16,6 +16,8 @@ namespace anykvm::difftest {
 namespace {
 
 constexpr uint16_t CODE_SEL = 0x08, DATA_SEL = 0x10;
+constexpr uint16_t LDT_SEL = 0x18;  // no GDT entry: the LDTR is loaded directly through the sregs
+constexpr int GS_INDEX = 5;         // cpu::SegReg::Gs
 constexpr unsigned k_vectors = 32;
 constexpr uint8_t ENGINE_POISON = 0x5a;  // differs from the native poison on purpose
 constexpr uint8_t HLT = 0xf4;
@@ -110,6 +112,11 @@ EngineRunner::EngineRunner(uint32_t base) : m_base(base) {
     m_ram[layout::FAULT_STUBS + 16 * v] = HLT;
   }
   m_ram[layout::EXIT] = HLT;
+  // LDT entry 0: the SEL16 segment (32-bit data, RW, DPL 3, 4 GiB, base
+  // SEG16_BASE), as the native side installs it with modify_ldt(2).
+  const uint32_t b16 = base + layout::SEG16_BASE;
+  const uint8_t ldt0[] = {0xff, 0xff, uint8_t(b16), uint8_t(b16 >> 8), uint8_t(b16 >> 16), 0xf3, 0xcf, uint8_t(b16 >> 24)};
+  std::memcpy(m_ram + layout::LDT, ldt0, sizeof ldt0);
 }
 
 EngineRunner::~EngineRunner() { munmap(m_ram, layout::SIZE); }
@@ -123,6 +130,16 @@ uint32_t EngineRunner::read32(uint32_t addr) const {
 void EngineRunner::enter(uint32_t eip) {
   cpu::SpecialRegs s = m_vcpu->get_sregs();
   for (int i = 0; i < 6; ++i) s.seg[i] = flat(i == 1 ? CODE_SEL : DATA_SEL, i == 1 ? 0xb : 0x3);
+  // GS = SEL16 (see layout::SEG16_BASE), from LDT entry 0.
+  s.seg[GS_INDEX] = flat(layout::SEL16, 0x3);
+  s.seg[GS_INDEX].base = m_base + layout::SEG16_BASE;
+  s.seg[GS_INDEX].dpl = 3;
+  s.ldt = cpu::Segment{};
+  s.ldt.selector = LDT_SEL;
+  s.ldt.base = m_base + layout::LDT;
+  s.ldt.limit = 7;
+  s.ldt.type = 2;  // LDT
+  s.ldt.present = 1;
   s.cr0 = 0x11;  // PE | ET
   s.gdt = {m_base + layout::GDT, 23};
   s.idt = {m_base + layout::IDT, k_vectors * 8 - 1};
@@ -164,6 +181,12 @@ void EngineRunner::run(const BatchImage& img, std::vector<Outcome>& out, std::ve
         out[size_t(k)].fault = int(vec);
         out[size_t(k)].fault_eip = eip;
         out[size_t(k)].fault_error = err ? read32(esp) : 0;
+        // The state at the exception: CPL 0 to CPL 0 pushes no stack switch,
+        // so the frame is EIP, CS, EFLAGS (above the error code).
+        const uint32_t frame = esp + (err ? 4 : 0);
+        for (unsigned g = 0; g < 8; ++g) out[size_t(k)].gpr[g] = uint32_t(r.gpr[g]);
+        out[size_t(k)].gpr[ESP] = frame + 12;
+        out[size_t(k)].eflags = read32(frame + 8);
       }
     } else {
       k = img.case_at(rip);
@@ -171,7 +194,13 @@ void EngineRunner::run(const BatchImage& img, std::vector<Outcome>& out, std::ve
       char buf[128];
       std::snprintf(buf, sizeof buf, "engine: exit %s at eip %#x", exit_name(e.reason), rip);
       if (k >= 0) out[size_t(k)].note = buf;
-      if (e.reason == cpu::ExitReason::Interrupted) m_kick.store(false);
+      if (e.reason == cpu::ExitReason::Interrupted) {  // the watchdog fires once: skip the rest of the batch
+        m_kick.store(false);
+        if (k >= 0) {
+          for (size_t i = size_t(k) + 1; i < img.n; ++i) out[i].note = "engine: not run after a watchdog timeout";
+          break;
+        }
+      }
     }
     if (k < 0 || size_t(k) < start) {
       char buf[160];
@@ -184,7 +213,7 @@ void EngineRunner::run(const BatchImage& img, std::vector<Outcome>& out, std::ve
     start = size_t(k) + 1;
   }
   for (size_t i = 0; i < img.n; ++i) {
-    if (out[i].fault >= 0 || !out[i].note.empty()) continue;
+    if (out[i].fault >= 0 || !out[i].note.empty()) continue;  // (a fault's state came from its frame)
     const uint8_t* o = m_ram + layout::OUT + i * layout::OUT_STRIDE;
     std::memcpy(out[i].gpr.data(), o, 32);
     std::memcpy(&out[i].eflags, o + 32, 4);

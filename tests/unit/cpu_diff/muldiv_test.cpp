@@ -116,6 +116,27 @@ void gen_div(std::vector<Case>& out, Rng& rng, Grp3 ext) {
   }
 }
 
+// 8-bit DIV/IDIV: every divisor with random dividends, and every dividend
+// (AX) with random divisors.
+void gen_div8(std::vector<Case>& out, Rng& rng, Grp3 ext) {
+  for (int pass = 0; pass < 2; ++pass)
+    for (uint32_t v = 0; v < (pass ? 65536u : 256u); ++v)
+      for (int k = 0; k < (pass ? 1 : 48); ++k) {
+        if (pass && (v & 3) != 0) continue;  // a quarter of the dividends
+        const uint32_t dv = pass ? rng.u32() & 0xff : v, ax = pass ? v : rng.u32() & 0xffff;
+        Case c = random_case(rng);
+        Asm x;
+        x.op({GRP3_8}).rr(ext, CL);
+        x.into(c);
+        set_reg(c, 8, CL, dv);
+        set_reg(c, 16, EAX, ax);
+        c.defined_flags = 0;  // SDM: all six undefined
+        out.push_back(std::move(c));
+      }
+}
+
+CPU_DIFF_FAMILY_U(MulDiv, Div8, 0, [](auto& v, Rng& r) { gen_div8(v, r, DIV); })
+CPU_DIFF_FAMILY_U(MulDiv, Idiv8, 0, [](auto& v, Rng& r) { gen_div8(v, r, IDIV); })
 CPU_DIFF_FAMILY_U(MulDiv, Mul, 16, [](auto& v, Rng& r) { gen_mul1(v, r, MUL); })
 CPU_DIFF_FAMILY_U(MulDiv, Imul1, 16, [](auto& v, Rng& r) { gen_mul1(v, r, IMUL); })
 CPU_DIFF_FAMILY_U(MulDiv, Imul23, 16, gen_imul23)

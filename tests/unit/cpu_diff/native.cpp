@@ -8,10 +8,13 @@
 // All code here is hand-encoded; each line's comment names the instruction.
 #include "native.h"
 
+#include <asm/ldt.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -28,6 +31,7 @@ constexpr uint32_t SAVED_ESP32 = layout::SLOTS + 16;
 constexpr uint32_t SAVED_DS = layout::SLOTS + 20;
 constexpr uint32_t SAVED_ES = layout::SLOTS + 24;
 constexpr uint32_t START = layout::SLOTS + 28;
+constexpr uint32_t SAVED_GS = layout::SLOTS + 32;
 constexpr uint16_t USER32_CS = 0x23;  // Linux x86-64 GDT_ENTRY_DEFAULT_USER32_CS * 8 + 3
 // Preferred region address: fixed so that failure reports are reproducible.
 constexpr uintptr_t PREFERRED_BASE = 0x40000000;
@@ -53,7 +57,7 @@ std::vector<uint8_t> thunk64(uint32_t base) {
   return e.b;
 }
 
-std::vector<uint8_t> entry32(uint32_t base) {
+std::vector<uint8_t> entry32(uint32_t base, bool seg16) {
   Emit e;
   e.bytes({0x36, 0x89, 0x25}), e.d32(base + SAVED_ESP32);  // mov ss:[abs], esp
   e.bytes({0x36, 0x8c, 0x1d}), e.d32(base + SAVED_DS);     // mov ss:[abs], ds
@@ -61,6 +65,10 @@ std::vector<uint8_t> entry32(uint32_t base) {
   e.bytes({0x8c, 0xd0});                                   // mov eax, ss (the user data selector)
   e.bytes({0x8e, 0xd8});                                   // mov ds, eax
   e.bytes({0x8e, 0xc0});                                   // mov es, eax
+  if (seg16) {
+    e.bytes({0xb8}), e.d32(layout::SEL16);  // mov eax, SEL16
+    e.bytes({0x8e, 0xe8});                  // mov gs, eax
+  }
   e.bytes({0xff, 0x25}), e.d32(base + START);              // jmp [abs]
   return e.b;
 }
@@ -70,6 +78,7 @@ std::vector<uint8_t> exit32(uint32_t base) {
   e.bytes({0x8b, 0x25}), e.d32(base + SAVED_ESP32);  // mov esp, [abs]
   e.bytes({0x8e, 0x05}), e.d32(base + SAVED_ES);     // mov es, [abs]
   e.bytes({0x8e, 0x1d}), e.d32(base + SAVED_DS);     // mov ds, [abs]
+  e.bytes({0x36, 0x8e, 0x2d}), e.d32(base + SAVED_GS);  // mov gs, ss:[abs] (DS may be null now)
   e.bytes({0xfc});                                   // cld (the C ABI wants DF = 0)
   e.bytes({0xcb});                                   // retf
   return e.b;
@@ -81,18 +90,26 @@ volatile sig_atomic_t s_armed = 0;
 volatile int s_trapno = -1;
 volatile uint64_t s_rip = 0;
 volatile uint64_t s_err = 0;
-constexpr int k_signals[] = {SIGFPE, SIGSEGV, SIGILL, SIGBUS, SIGTRAP};
+uint32_t s_gpr[8];  // the 32-bit registers and EFLAGS at the exception
+uint32_t s_eflags;
+constexpr int k_signals[] = {SIGFPE, SIGSEGV, SIGILL, SIGBUS, SIGTRAP, SIGALRM};
+constexpr int k_timeout = -2;              // s_trapno for the watchdog's SIGALRM
+constexpr unsigned k_watchdog_seconds = 30;  // a case looping forever must not hang CI
 
 void on_signal(int sig, siginfo_t*, void* ctx) {
-  if (!s_armed) {  // not ours: the default action
+  if (!s_armed) {  // not ours: the default action (a late watchdog alarm: nothing)
+    if (sig == SIGALRM) return;
     signal(sig, SIG_DFL);
     raise(sig);
     return;
   }
   auto* uc = static_cast<ucontext_t*>(ctx);
-  s_trapno = int(uc->uc_mcontext.gregs[REG_TRAPNO]);
+  s_trapno = sig == SIGALRM ? k_timeout : int(uc->uc_mcontext.gregs[REG_TRAPNO]);
   s_rip = uint64_t(uc->uc_mcontext.gregs[REG_RIP]);
   s_err = uint64_t(uc->uc_mcontext.gregs[REG_ERR]);
+  static const int k_greg[8] = {REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI};
+  for (int r = 0; r < 8; ++r) s_gpr[r] = uint32_t(uc->uc_mcontext.gregs[k_greg[r]]);
+  s_eflags = uint32_t(uc->uc_mcontext.gregs[REG_EFL]);
   s_armed = 0;
   siglongjmp(s_jmp, 1);
 }
@@ -142,7 +159,20 @@ NativeRunner::NativeRunner() {
   m_base = uint32_t(reinterpret_cast<uintptr_t>(p));
   auto put = [&](uint32_t off, const std::vector<uint8_t>& code) { std::memcpy(m_region + off, code.data(), code.size()); };
   put(layout::THUNK64, thunk64(m_base));
-  put(layout::ENTRY32, entry32(m_base));
+  // The SEL16 segment for 16-bit addressing (LDT entry 0, 32-bit data, 4 GiB).
+  user_desc d{};
+  d.entry_number = layout::SEL16 >> 3;
+  d.base_addr = m_base + layout::SEG16_BASE;
+  d.limit = 0xfffff;
+  d.seg_32bit = 1;
+  d.limit_in_pages = 1;
+  d.useable = 1;
+  m_seg16 = syscall(SYS_modify_ldt, 1, &d, sizeof d) == 0;
+  uint16_t gs;  // the 64-bit process's GS, restored after every run
+  asm volatile("movw %%gs, %0" : "=r"(gs));
+  std::memcpy(m_region + SAVED_GS, &gs, 2);
+  if (!m_seg16) std::perror("cpu_diff: modify_ldt (16-bit addressing cases skipped)");
+  put(layout::ENTRY32, entry32(m_base, m_seg16));
   put(layout::EXIT, exit32(m_base));
   uint32_t entry = m_base + layout::ENTRY32;
   std::memcpy(m_region + FARPTR, &entry, 4);
@@ -158,6 +188,7 @@ void NativeRunner::run(const BatchImage& img, std::vector<Outcome>& out, std::ve
   {
     SignalScope signals;
     volatile size_t start = 0;
+    alarm(k_watchdog_seconds);
     while (start < img.n) {
       uint32_t first = img.frame[start];
       std::memcpy(m_region + START, &first, 4);
@@ -175,12 +206,26 @@ void NativeRunner::run(const BatchImage& img, std::vector<Outcome>& out, std::ve
                      (unsigned long long)s_rip);
         break;
       }
+      if (s_trapno == k_timeout) {  // the rest of the batch is not run: one timeout per batch at most
+        out[size_t(k)].note = "native: watchdog timeout (the case loops forever?)";
+        for (size_t i = size_t(k) + 1; i < img.n; ++i) out[i].note = "native: not run after a watchdog timeout";
+        std::fprintf(stderr, "cpu_diff: native watchdog timeout at %#llx\n", (unsigned long long)s_rip);
+        break;
+      }
       out[size_t(k)].fault = s_trapno;
       out[size_t(k)].fault_eip = uint32_t(s_rip);
       out[size_t(k)].fault_error = vector_has_error_code(s_trapno) ? uint32_t(s_err) : 0;
+      std::memcpy(out[size_t(k)].gpr.data(), s_gpr, sizeof s_gpr);
+      out[size_t(k)].eflags = s_eflags;
       start = size_t(k) + 1;
     }
+    alarm(0);
   }
+  // A fault left the 32-bit code without the exit stub: restore GS (64-bit
+  // code does not use it, but leave the process as we found it).
+  uint16_t gs;
+  std::memcpy(&gs, m_region + SAVED_GS, 2);
+  asm volatile("movw %0, %%gs" : : "r"(gs));
   for (size_t i = 0; i < img.n; ++i) {
     if (out[i].fault >= 0) continue;
     const uint8_t* o = m_region + layout::OUT + i * layout::OUT_STRIDE;

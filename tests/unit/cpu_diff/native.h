@@ -18,11 +18,15 @@ class NativeRunner final : public Runner {
   uint32_t base() const { return m_base; }
   // False when the host refused an RWX mapping below 4 GiB (the tests skip).
   bool available() const { return m_region != nullptr; }
+  // True when the SEL16 LDT segment (layout::SEG16_BASE) is installed: the
+  // frames then run with GS = SEL16.
+  bool seg16_available() const { return m_seg16; }
 
  private:
   NativeRunner();
   uint8_t* m_region = nullptr;
   uint32_t m_base = 0;
+  bool m_seg16 = false;
 };
 
 }  // namespace anykvm::difftest

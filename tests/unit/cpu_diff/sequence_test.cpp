@@ -15,6 +15,7 @@ namespace {
 
 struct Step {
   std::vector<uint8_t> code;
+  std::vector<uint8_t> relocs;  // window displacements in `code` (memory steps)
   uint32_t reads = 0;      // flags the instruction consumes
   uint32_t defines = 0;    // flags it writes with a defined value
   uint32_t undefines = 0;  // flags it leaves undefined
@@ -197,6 +198,100 @@ void gen_conditions(std::vector<Case>& out, Rng& rng) {
     }
 }
 CPU_DIFF_FAMILY_U(Sequence, ConditionsAfterEachProducer, 16, gen_conditions)
+
+}  // namespace
+}  // namespace anykvm::difftest
+
+namespace anykvm::difftest {
+namespace {
+
+// Memory read-modify-write steps between the register steps: ALU/INC/DEC/NEG/
+// shift/XADD/CMPXCHG/BTS on the window, SETcc/CMOVcc with memory operands and
+// PUSHFD/POPFD round trips, so flags flow through memory forms too.
+Step memory_step(Rng& rng) {
+  Step s;
+  Asm x;
+  const unsigned bits = std::array<unsigned, 3>{8, 16, 32}[rng.below(3)];
+  const unsigned r = bits == 8 ? rng.below(8) : any_reg(rng);
+  const uint32_t off = 4 * rng.below(4);
+  switch (rng.below(9)) {
+    case 0: case 1: {  // ALU [m], r
+      unsigned op = rng.below(8);
+      x.opc(bits, uint8_t(op * 8), uint8_t(op * 8 + 1)).mem(r, off);
+      if (op == 2 || op == 3) s.reads = fl::CF;
+      bool logic = op == 1 || op == 4 || op == 6;
+      s.defines = logic ? fl::STATUS & ~fl::AF : fl::STATUS;
+      s.undefines = logic ? fl::AF : 0;
+      break;
+    }
+    case 2: {  // INC/DEC/NEG [m]
+      unsigned ext = std::array<unsigned, 3>{0, 1, 3}[rng.below(3)];
+      if (ext < 2) x.opc(bits, 0xfe, 0xff).mem(ext, off), s.defines = fl::STATUS & ~fl::CF;
+      else x.opc(bits, 0xf6, 0xf7).mem(ext, off), s.defines = fl::STATUS;
+      break;
+    }
+    case 3: {  // SHL/SHR/SAR/ROL [m], 1 (count 1: every written flag defined but AF for shifts)
+      unsigned ext = std::array<unsigned, 4>{0, 4, 5, 7}[rng.below(4)];
+      x.opc(bits, 0xd0, 0xd1).mem(ext, off);
+      s.defines = ext == 0 ? fl::CF | fl::OF : fl::STATUS & ~fl::AF;
+      s.undefines = ext == 0 ? 0 : fl::AF;
+      break;
+    }
+    case 4: {  // XADD / CMPXCHG [m], r
+      x.osize(bits).op({TWO_BYTE, uint8_t(rng.coin() ? (bits == 8 ? 0xc0 : 0xc1) : (bits == 8 ? 0xb0 : 0xb1))}).mem(r, off);
+      s.defines = fl::STATUS;
+      break;
+    }
+    case 5: {  // BTS [m], imm8
+      x.osize(bits == 8 ? 32 : bits).op({TWO_BYTE, 0xba}).mem(5, off).i8(rng.u32());
+      s.defines = fl::CF;
+      s.undefines = fl::OF | fl::SF | fl::AF | fl::PF;
+      break;
+    }
+    case 6: {  // SETcc [m]
+      unsigned cc = rng.below(16);
+      x.op({TWO_BYTE, uint8_t(0x90 + cc)}).mem(0, off + rng.below(4));
+      s.reads = condition_reads(cc);
+      break;
+    }
+    case 7: {  // CMOVcc r, [m]
+      unsigned cc = rng.below(16);
+      x.osize(bits == 8 ? 32 : bits).op({TWO_BYTE, uint8_t(0x40 + cc)}).mem(any_reg(rng), off);
+      s.reads = condition_reads(cc);
+      break;
+    }
+    case 8: {  // PUSHFD; POPFD (flags through the stack, unchanged)
+      x.op({0x9c, 0x9d});
+      break;
+    }
+  }
+  s.code = std::move(x.b);
+  s.relocs = std::move(x.relocs);
+  return s;
+}
+
+void gen_mixed(std::vector<Case>& out, Rng& rng) {
+  for (int i = 0; i < 8000; ++i) {
+    Case c = random_case(rng);
+    if (i % 4 == 0)
+      for (auto& g : c.gpr) g = rng.coin() ? rng.below(4) : uint32_t(0) - rng.below(4);
+    c.mem.resize(20);
+    for (auto& b : c.mem) b = uint8_t(i % 4 == 0 ? rng.below(3) : rng.u32());
+    uint32_t defined = fl::STATUS;
+    unsigned n = 2 + rng.below(6);
+    for (unsigned k = 0; k < n;) {
+      Step s = rng.coin() ? memory_step(rng) : random_step(rng);
+      if (s.reads & ~defined) continue;
+      for (uint8_t r : s.relocs) c.relocs.push_back(uint8_t(c.code.size() + r));
+      c.code.insert(c.code.end(), s.code.begin(), s.code.end());
+      defined = (defined | s.defines) & ~s.undefines;
+      ++k;
+    }
+    c.defined_flags = defined;
+    out.push_back(std::move(c));
+  }
+}
+CPU_DIFF_FAMILY_U(Sequence, MixedWithMemory, 20, gen_mixed)
 
 }  // namespace
 }  // namespace anykvm::difftest

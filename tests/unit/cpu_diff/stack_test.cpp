@@ -38,6 +38,20 @@ void gen_enter_leave(std::vector<Case>& out, Rng& rng) {
         x.into(c);
         out.push_back(std::move(c));
       }
+  // Levels 0 and 1 read nothing through EBP: any EBP, so that a 16-bit ENTER
+  // on this 32-bit stack shows that EBP gets all 32 bits of the frame pointer
+  // (SDM ENTER: "IF StackSize = 32 THEN EBP <- FrameTemp").
+  for (unsigned bits : {32u, 16u})
+    for (uint32_t level : {0u, 1u, 32u, 33u})
+      for (int i = 0; i < 16; ++i) {
+        Case c = stack_case(rng);
+        c.gpr[EBP] = rng.u32();
+        c.gpr_rel = uint8_t(1u << ESP);
+        Asm x;
+        x.osize(bits).op({ENTER}).i16(rng.coin() ? 4 * rng.below(16) : rng.u32() & 0xffff).i8(level);
+        x.into(c);
+        out.push_back(std::move(c));
+      }
   for (unsigned bits : {32u, 16u})
     for (int i = 0; i < 64; ++i) {
       Case c = stack_case(rng);
@@ -104,6 +118,25 @@ void gen_push_pop(std::vector<Case>& out, Rng& rng) {
   }
 }
 CPU_DIFF_FAMILY(Stack, PushPop, STACK_WINDOW, gen_push_pop)
+
+// POPF with the ID and NT bits (SDM POPF: both writable at any privilege
+// level; IF/IOPL/AC would differ between CPL 3 and CPL 0): "push imm32; popfd;
+// pushfd; pop eax; and eax, ID|NT" leaves what stuck in EAX.
+void gen_popf_id_nt(std::vector<Case>& out, Rng& rng) {
+  constexpr uint32_t ID = 1u << 21, NT = 1u << 14;
+  constexpr uint8_t AND_EAX_IZ = 0x25, POP_EAX = 0x58;
+  for (unsigned bits : {32u, 16u})
+    for (uint32_t k = 0; k < 4; ++k)
+      for (int i = 0; i < 8; ++i) {
+        Case c = stack_case(rng);
+        uint32_t img = rng.flags(true) | (k & 1 ? ID : 0) | (k & 2 ? NT : 0);
+        Asm x;
+        x.op({PUSH_IZ}).d32(img).osize(bits).op({POPF}).op({PUSHF, POP_EAX, AND_EAX_IZ}).d32(ID | NT);
+        x.into(c);
+        out.push_back(std::move(c));
+      }
+}
+CPU_DIFF_FAMILY(Stack, PopfIdNt, STACK_WINDOW, gen_popf_id_nt)
 
 }  // namespace
 }  // namespace anykvm::difftest

@@ -64,3 +64,79 @@ CPU_DIFF_FAMILY(String, Cmps, STR_WINDOW, [](auto& v, Rng& r) { gen_string(v, r,
 
 }  // namespace
 }  // namespace anykvm::difftest
+
+namespace anykvm::difftest {
+namespace {
+
+// REP MOVS/STOS/CMPS whose source and destination overlap (the destination a
+// few bytes after or before the source, unaligned too): the SDM defines the
+// result element by element, so a block copy in the engine would show here.
+void gen_string_overlap(std::vector<Case>& out, Rng& rng) {
+  constexpr uint32_t WINDOW = 512, AT = 200;
+  for (uint8_t op8 : {uint8_t(0xa4), uint8_t(0xa6), uint8_t(0xaa)})
+    for (unsigned bits : {8u, 16u, 32u})
+      for (int i = 0; i < 150; ++i) {
+        Case c = random_case(rng, true);
+        c.eflags = (c.eflags & ~fl::DF) | (i & 1 ? fl::DF : 0);
+        c.gpr[ECX] = rng.below(48);
+        c.gpr[ESI] = AT + rng.below(8);
+        c.gpr[EDI] = c.gpr[ESI] + rng.below(17) - 8;
+        c.gpr_rel = uint8_t(1u << ESI | 1u << EDI);
+        c.mem.resize(WINDOW);
+        for (auto& b : c.mem) b = uint8_t(rng.below(3));
+        Asm x;
+        x.op({i % 3 == 2 && op8 == 0xa6 ? REPNE : REP}).opc(bits, op8, uint8_t(op8 + 1));
+        x.into(c);
+        if (op8 != 0xa6) c.defined_flags = fl::STATUS;
+        out.push_back(std::move(c));
+      }
+}
+CPU_DIFF_FAMILY(String, Overlapping, 512, gen_string_overlap)
+
+}  // namespace
+}  // namespace anykvm::difftest
+
+namespace anykvm::difftest {
+namespace {
+
+// Long REP runs (counts around and past the engine's 4096-element slice, after
+// which it yields and resumes the same instruction): MOVS, STOS, and REPE/REPNE
+// CMPS/SCAS whose mismatch lies before, at or after a slice boundary.
+void gen_long_rep(std::vector<Case>& out, Rng& rng) {
+  constexpr uint32_t WINDOW = 20480, SRC_AT = 16, DST_AT = 10240, SPAN = 10000;
+  static const uint32_t counts[] = {4095, 4096, 4097, 5000, 8191, 8192, 8193, 9000};
+  for (uint8_t op8 : {uint8_t(0xa4), uint8_t(0xaa), uint8_t(0xa6), uint8_t(0xae)})
+    for (unsigned bits : {8u, 16u})
+      for (int i = 0; i < 12; ++i) {
+        const bool compares = op8 == 0xa6 || op8 == 0xae;
+        const unsigned esz = bits / 8;
+        uint32_t count = counts[rng.below(8)];
+        if (count * esz > SPAN) count = SPAN / esz;
+        Case c = random_case(rng);
+        c.gpr[ECX] = count;
+        c.gpr[ESI] = SRC_AT;
+        c.gpr[EDI] = DST_AT;
+        c.gpr_rel = uint8_t(1u << ESI | 1u << EDI);
+        c.gpr[EAX] = 0x5a5a5a5a;  // SCAS: equal to the pattern
+        c.mem.assign(WINDOW, 0x5a);
+        for (uint32_t k = 0; k < SPAN; ++k) c.mem[SRC_AT + k] = uint8_t(0x5a ^ (rng.below(64) == 0 && op8 == 0xa4 ? 0xff : 0));
+        const bool repne = compares && rng.coin();
+        if (compares) {
+          // REPE: one differing element somewhere (or none); REPNE: every element differs but one.
+          const uint32_t stop = std::array<uint32_t, 6>{4095, 4096, 4097, 100, 8193, count + 5}[rng.below(6)];
+          for (uint32_t k = 0; k < count * esz + 8 && DST_AT + k < WINDOW; ++k) {
+            bool at_stop = k / esz == stop;
+            c.mem[DST_AT + k] = uint8_t(repne != at_stop ? 0xa5 : 0x5a);
+          }
+        }
+        Asm x;
+        x.op({repne ? REPNE : REP}).opc(bits, op8, uint8_t(op8 + 1));
+        x.into(c);
+        if (!compares) c.defined_flags = fl::STATUS;
+        out.push_back(std::move(c));
+      }
+}
+CPU_DIFF_FAMILY(String, LongRep, 20480, gen_long_rep)
+
+}  // namespace
+}  // namespace anykvm::difftest

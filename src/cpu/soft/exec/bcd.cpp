@@ -1,8 +1,11 @@
 // Decimal arithmetic: DAA, DAS, AAA, AAS, AAM, AAD (SDM vol. 2 operation
 // sections). These are invalid in 64-bit mode, so the host cannot run them for
-// us; undefined flags are chosen as follows: DAA/DAS OF = 0; AAA/AAS SF/ZF/PF
-// from the resulting AL and OF = 0; AAM like a logical op on AL (OF = AF = CF
-// = 0); AAD like the ADD of AL + AH * imm8 it performs (what hardware reports).
+// us; the undefined flags follow what the host (AMD EPYC, checked by
+// tests/unit/cpu_diff over every input) reports: DAA/DAS OF is the overflow of
+// the 8-bit AL +/- correction; AAA/AAS SF/ZF/PF/OF are those of the 16-bit
+// ADD/SUB AX, 0106h (or 0 when not adjusting) before AL's high nibble is
+// cleared; AAM like a logical op on AL (OF = AF = CF = 0); AAD like the ADD of
+// AL + AH * imm8 it performs.
 #include "cpu/soft/exec/common.h"
 
 namespace anykvm::soft::ex {
@@ -32,7 +35,10 @@ void h_daa(Cpu& c, const Insn& i) {
     cf = true;
   }
   c.set_reg<uint8_t>(k_rax, al);
-  set_flags_materialized(c, szp(al) | (cf ? fl::CF : 0) | (af ? fl::AF : 0));
+  // OF (undefined): signed overflow of old AL + correction (al = old_al + corr).
+  const uint8_t corr = uint8_t(al - old_al);
+  const bool of = ((old_al ^ al) & (corr ^ al) & 0x80) != 0;
+  set_flags_materialized(c, szp(al) | (cf ? fl::CF : 0) | (af ? fl::AF : 0) | (of ? fl::OF : 0));
   advance(c, i);
 }
 
@@ -50,7 +56,10 @@ void h_das(Cpu& c, const Insn& i) {
     cf = true;
   }
   c.set_reg<uint8_t>(k_rax, al);
-  set_flags_materialized(c, szp(al) | (cf ? fl::CF : 0) | (af ? fl::AF : 0));
+  // OF (undefined): signed overflow of old AL - correction (al = old_al - corr).
+  const uint8_t corr = uint8_t(old_al - al);
+  const bool of = ((old_al ^ corr) & (old_al ^ al) & 0x80) != 0;
+  set_flags_materialized(c, szp(al) | (cf ? fl::CF : 0) | (af ? fl::AF : 0) | (of ? fl::OF : 0));
   advance(c, i);
 }
 
@@ -58,19 +67,16 @@ void h_das(Cpu& c, const Insn& i) {
 template <bool SUB>
 void h_aaa(Cpu& c, const Insn& i) {
   uint32_t in = lazy_arith_flags(c.lf);
-  uint16_t ax = c.reg<uint16_t>(k_rax);
-  bool adj = (ax & 0xf) > 9 || (in & fl::AF);
-  if (adj) {
-    if (SUB) {
-      ax = uint16_t(ax - 6);
-      ax = uint16_t(ax - 0x100);
-    } else {
-      ax = uint16_t(ax + 0x106);
-    }
-  }
-  ax &= 0xff0f;
-  c.set_reg<uint16_t>(k_rax, ax);
-  set_flags_materialized(c, szp(uint8_t(ax)) | (adj ? (fl::CF | fl::AF) : 0));
+  const uint16_t old = c.reg<uint16_t>(k_rax);
+  const bool adj = (old & 0xf) > 9 || (in & fl::AF);
+  const uint16_t corr = adj ? 0x106 : 0;
+  const uint16_t sum = SUB ? uint16_t(old - corr) : uint16_t(old + corr);
+  // SF/ZF/PF/OF (undefined) are those of the 16-bit ADD/SUB AX, corr.
+  const bool of = SUB ? ((old ^ corr) & (old ^ sum) & 0x8000) != 0 : ((old ^ sum) & (corr ^ sum) & 0x8000) != 0;
+  uint32_t f = (adj ? (fl::CF | fl::AF) : 0) | (of ? fl::OF : 0) | (sum & 0x8000 ? fl::SF : 0) |
+               (sum == 0 ? fl::ZF : 0) | (parity_even(uint8_t(sum)) ? fl::PF : 0);
+  c.set_reg<uint16_t>(k_rax, uint16_t(sum & 0xff0f));
+  set_flags_materialized(c, f);
   advance(c, i);
 }
 

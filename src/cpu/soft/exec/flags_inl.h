@@ -143,14 +143,14 @@ inline bool eval_cond(const Cpu& c, unsigned cc) {
     const uint64_t m = size_mask(c.lf.size), sign = size_sign(c.lf.size);
     const uint64_t d = c.lf.dst & m, s = c.lf.src & m;
     auto sx = [&](uint64_t v) { return int64_t(v ^ sign) - int64_t(sign); };
-    switch (Cond(cc >> 1)) {
-      case Cond::B: r = d < s; return (cc & 1) ? !r : r;  // B / AE
-      case Cond::E: r = d == s; return (cc & 1) ? !r : r;
-      case Cond::BE: r = d <= s; return (cc & 1) ? !r : r;
-      default:
-        if ((cc >> 1) == 6) { r = sx(d) < sx(s); return (cc & 1) ? !r : r; }   // L / GE
-        if ((cc >> 1) == 7) { r = sx(d) <= sx(s); return (cc & 1) ? !r : r; }  // LE / G
-        break;
+    // Pairs of conditions (SDM vol. 1, appendix B): cc>>1 = 1 B/AE, 2 E/NE, 3 BE/A, 6 L/GE, 7 LE/G.
+    switch (cc >> 1) {
+      case 1: r = d < s; return (cc & 1) ? !r : r;
+      case 2: r = d == s; return (cc & 1) ? !r : r;
+      case 3: r = d <= s; return (cc & 1) ? !r : r;
+      case 6: r = sx(d) < sx(s); return (cc & 1) ? !r : r;
+      case 7: r = sx(d) <= sx(s); return (cc & 1) ? !r : r;
+      default: break;
     }
   }
   const LazyFlags& f = c.lf;

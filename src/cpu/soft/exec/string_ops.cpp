@@ -4,7 +4,8 @@
 // RSI/RDI/RCX are committed after every element, so a fault, an MMIO exit or
 // a stop request between elements resumes correctly; a long REP yields back
 // to the engine loop (RIP unchanged) every k_rep_chunk elements so stop flags
-// and interrupts are seen. INS/OUTS live in io.cpp.
+// and interrupts are seen, and after every element when single-stepping.
+// INS/OUTS live in io.cpp.
 #include "cpu/soft/exec/common.h"
 
 namespace anykvm::soft::ex {
@@ -58,8 +59,11 @@ void h_str(Cpu& c, const Insn& i) {
     return;
   }
   uint64_t n = get_count(c, i.addrsize);
+  // With TF set a repeated string instruction traps after every iteration,
+  // EIP still on it (SDM vol. 3, 17.3.1.4): one element per execution.
+  const uint32_t chunk = (c.eflags_rest & fl::TF) ? 1 : k_rep_chunk;
   for (uint32_t it = 0; n != 0; ++it) {
-    if (it == k_rep_chunk) return;  // resume later at the same instruction
+    if (it == chunk) return;  // resume later at the same instruction
     one<K, T>(c, i, m, d);
     set_count(c, i.addrsize, --n);
     bool done = n == 0;

@@ -1,10 +1,15 @@
-// Placeholder; the FPU area fills it.
+// FPU area entry point: the x87 (x87.cpp), FXSAVE/FXRSTOR and MXCSR
+// (fxsave.cpp, which also holds the KVM FXSAVE-image conversions) and the
+// MMX/SSE handlers (simd*.cpp) register here.
 #include "cpu/soft/fpu/fpu.h"
-#include <cstring>
+
+#include "cpu/soft/fpu/simd.h"
+#include "cpu/soft/fpu/x87.h"
 
 namespace anykvm::soft {
-void register_fpu_handlers(x86::DispatchTable&) {}
-void fpu_to_fxsave(const FpuUnit&, uint8_t out[512]) { std::memset(out, 0, 512); }
-void fpu_from_fxsave(FpuUnit&, const uint8_t*) {}
-void fpu_reset(FpuUnit& f) { f = FpuUnit{}; }
+void register_fpu_handlers(x86::DispatchTable& t) {
+  x87::register_x87(t);
+  x87::register_fxsr(t);
+  register_simd_handlers(t);
+}
 }  // namespace anykvm::soft
