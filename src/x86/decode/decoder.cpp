@@ -183,6 +183,9 @@ int select_row(const Index& ix, unsigned slot, const Insn& in, bool p66, uint8_t
       uint16_t r = ix.rows[ix.first[slot] + j];
       const OpcodeRow& row = k_rows[r];
       if (!row_matches(row, order[k], in)) continue;
+      // A 66/F3/F2 prefix on an opcode that has only a no-prefix SIMD form is
+      // #UD (SDM vol. 2, 2.1.2; checked on hardware: 66 0F 77, F3 0F FC, F2 0F 6F).
+      if (row.prefix == RowPrefix::NP && (p66 || rep_byte)) continue;
       // A group row beats a group-less one; a row with a ModRM-class
       // restriction beats one without.
       if (best < 0) {

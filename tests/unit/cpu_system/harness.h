@@ -15,11 +15,7 @@
 #include "cpu/soft/exec/system.h"
 #include "cpu/soft/mmu/descriptor.h"
 #include "cpu/soft/mmu/mmu.h"
-#if __has_include("cpu/soft/soft_vm.h")
 #include "cpu/soft/soft_vm.h"
-#else
-#include "soft_vm_stub.h"
-#endif
 
 namespace anykvm::soft::test {
 
