@@ -28,8 +28,12 @@ test-asan: deps
 demo: build
 	scripts/demo.sh
 
+# BENCH_ARGS passes options to bench/run.py (e.g. BENCH_ARGS="--runs 5 --no-perf");
+# BUILD=dir measures the anykvm built there. Results: bench/results/results.{md,json}.
+BENCH_ARGS ?=
 bench: build
-	python3 bench/run.py
+	scripts/fetch-debian-guest.sh $(BUILD)/guests/debian-686 || echo "bench: no Debian guest; it is skipped"
+	python3 bench/run.py --build $(BUILD) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -46,7 +46,7 @@ struct SpecialRegs {  // kvm_sregs
 // format every FPU ioctl (KVM_GET/SET_FPU, _XSAVE, _XCRS) is derived from.
 struct FpuState {
   alignas(64) std::array<uint8_t, 512> fxsave{};
-  uint64_t xstate_bv = 3;  // x87 | SSE
+  uint64_t xstate_bv = 3;  // XSAVE header XSTATE_BV: components in use (bit 0 x87, bit 1 SSE)
   uint64_t xcr0 = 1;
 };
 

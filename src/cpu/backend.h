@@ -26,6 +26,7 @@ enum class ExitReason : uint8_t {
   InternalError,  // KVM_EXIT_INTERNAL_ERROR
   Debug,          // KVM_EXIT_DEBUG (guest debugging requested by user space)
   Interrupted,    // a kick / immediate_exit: KVM_RUN returns -1 EINTR
+  IoapicEoi,      // KVM_EXIT_IOAPIC_EOI (split irqchip): eoi_vector filled
 };
 
 enum class InternalSuberror : uint32_t { Emulation = 1, SimulEx = 2, DeliveryEv = 3, UnexpectedExitReason = 4 };
@@ -53,6 +54,7 @@ struct VcpuExit {
     uint32_t exception = 0;
     uint64_t pc = 0, dr6 = 0, dr7 = 0;
   } debug;
+  uint8_t eoi_vector = 0;  // IoapicEoi
 };
 
 // Per-KVM_RUN control block. The stop flags are written by other threads or by
@@ -74,6 +76,43 @@ struct RunControl {
   }
 };
 
+// The "in-kernel" devices one vCPU reaches without an exit to user space
+// (machine/ implements it when the VM has an irqchip: the PIC/PIT/ELCR ports,
+// the IOAPIC and LAPIC pages, ioeventfds, the LAPIC MSRs and the interrupt
+// line into the CPU). Every method is called on the vCPU thread inside run().
+class LocalDevices {
+ public:
+  virtual ~LocalDevices() = default;
+  // Port I/O / MMIO taken by an in-kernel device; false: exit to user space.
+  // `data` holds the value (write) or receives it (read), little endian.
+  virtual bool pio(uint16_t port, unsigned size, bool out, void* data) = 0;
+  virtual bool mmio(uint64_t gpa, unsigned len, bool write, void* data) = 0;
+  // After a handled access: an exit the device wants once the instruction
+  // retires (split irqchip: KVM_EXIT_IOAPIC_EOI). false: none.
+  virtual bool take_exit(VcpuExit& out) = 0;
+  // The vector the CPU takes now (LAPIC first, then the PIC's ExtINT), already
+  // acknowledged; -1 if none. Called only with IF=1 and no interrupt shadow.
+  // Clears or re-sets `attention`.
+  virtual int take_interrupt() = 0;
+  // HLT with an in-kernel LAPIC: sleep until an interrupt is deliverable
+  // (IF=1 as given), the stop flags or a signal. true: an interrupt woke it.
+  virtual bool wait_halted(const RunControl& ctl, bool if_flag) = 0;
+  // IA32_APIC_BASE, x2APIC 0x800-0x8ff, TSC_DEADLINE: 0 = not a LAPIC MSR,
+  // 1 = done, -1 = #GP (guest) / refused (host).
+  virtual int msr_read(uint32_t index, uint64_t& value, bool host) = 0;
+  virtual int msr_write(uint32_t index, uint64_t value, bool host) = 0;
+  // True once after user space raised an interrupt (KVM_IRQ_LINE, KVM_SIGNAL_MSI,
+  // an irqfd) without the vCPU leaving KVM_RUN: the guest may now run code
+  // that user space wrote meanwhile (a disk DMA), so the engine revalidates
+  // its decoded blocks as it does at every KVM_RUN entry.
+  virtual bool take_external_event() = 0;
+
+  // Set (release) by any thread when take_interrupt may have something;
+  // the engine reads it (relaxed) at block boundaries, so the hot path takes
+  // no lock.
+  std::atomic<bool> attention{false};
+};
+
 // One virtual CPU. vCPU thread only, except where noted; machine/ serialises
 // all calls with the per-vCPU mutex (as Linux's vcpu->mutex).
 class VcpuBackend {
@@ -91,8 +130,14 @@ class VcpuBackend {
   virtual void set_regs(const Regs& r) = 0;
   virtual SpecialRegs get_sregs() const = 0;
   virtual bool set_sregs(const SpecialRegs& s) = 0;  // false: invalid (EINVAL)
+  // get_fpu also reports XSTATE_BV (XINUSE) and XCR0 for KVM_GET_XSAVE/_XCRS.
   virtual FpuState get_fpu() const = 0;
-  virtual bool set_fpu(const FpuState& f) = 0;
+  virtual bool set_fpu(const FpuState& f) = 0;  // legacy region only (KVM_SET_FPU)
+  // KVM_SET_XSAVE: f.fxsave and f.xstate_bv, already validated; components not
+  // in xstate_bv are put in their initial configuration.
+  virtual void set_xsave(const FpuState& f) = 0;
+  // KVM_SET_XCRS: false if XCR0 is invalid for the guest's CPUID (EINVAL).
+  virtual bool set_xcr0(uint64_t xcr0) = 0;
   virtual DebugRegs get_debugregs() const = 0;
   virtual void set_debugregs(const DebugRegs& d) = 0;
   virtual Events get_events() const = 0;
@@ -119,6 +164,9 @@ class VcpuBackend {
   virtual uint64_t apic_base() const = 0;
   virtual uint64_t cr8() const = 0;
   virtual void set_cr8(uint64_t v) = 0;
+  // The in-kernel devices of this vCPU (null: none, every access exits).
+  // Not owned; set before the first run().
+  virtual void attach_local_devices(LocalDevices* d) = 0;
 };
 
 class VmBackend {

@@ -22,4 +22,12 @@ int install(std::shared_ptr<Handle> h, int fd);
 // Handlers by fd kind (kvmapi.cpp, vcpu_ioctls.cpp).
 long vcpu_ioctl(Handle& h, uint32_t request, unsigned long arg);
 
+// irqchip_ioctls.cpp: KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP), and the vCPU
+// rows of the in-kernel LAPIC (found by vcpu_ioctls.cpp's table by name).
+long enable_split_irqchip(Handle& h, uint64_t pins);
+long ioctl_Vcpu_GET_LAPIC(Handle& h, unsigned long arg);
+long ioctl_Vcpu_SET_LAPIC(Handle& h, unsigned long arg);
+long ioctl_Vcpu_TPR_ACCESS_REPORTING(Handle& h, unsigned long arg);
+long ioctl_Vcpu_SET_VAPIC_ADDR(Handle& h, unsigned long arg);
+
 }  // namespace anykvm::kvmapi

@@ -42,12 +42,9 @@ const CapInfo k_caps[] = {
 }  // namespace anykvm::kvmapi
 extern "C" const uint32_t anykvm_ioctl_numbers[];
 namespace anykvm::kvmapi {
-namespace {
 
-enum class ArgKind : uint8_t { None, Int, Ptr, Any };
-using IoctlHandler = long (*)(Handle&, unsigned long);
-
-// Handlers, defined below and in vcpu_ioctls.cpp (vCPU rows).
+// Handlers, defined below, in irqchip_ioctls.cpp (VM rows of the irqchip) and
+// in vcpu_ioctls.cpp (vCPU rows). External linkage so other files can define some.
 #define IOCTL_Sys(name) long ioctl_Sys_##name(Handle&, unsigned long);
 #define IOCTL_Vm(name) long ioctl_Vm_##name(Handle&, unsigned long);
 #define IOCTL_Vcpu(name)
@@ -57,6 +54,11 @@ using IoctlHandler = long (*)(Handle&, unsigned long);
 #undef IOCTL_Sys
 #undef IOCTL_Vm
 #undef IOCTL_Vcpu
+
+namespace {
+
+enum class ArgKind : uint8_t { None, Int, Ptr, Any };
+using IoctlHandler = long (*)(Handle&, unsigned long);
 
 struct Row {
   const char* name;
@@ -99,6 +101,8 @@ int new_object_fd(const char* name, bool cloexec) {
   int fd = memfd_create(name, cloexec ? MFD_CLOEXEC : 0);
   return fd < 0 ? -errno : fd;
 }
+
+}  // namespace
 
 // ---- /dev/kvm ----
 
@@ -207,27 +211,13 @@ long ioctl_Vm_SET_IDENTITY_MAP_ADDR(Handle& h, unsigned long arg) {
   return res ? 0 : -res.error();
 }
 
-long ioctl_Vm_ENABLE_CAP(Handle&, unsigned long arg) {
+long ioctl_Vm_ENABLE_CAP(Handle& h, unsigned long arg) {
   kvm_enable_cap cap;
   if (!copy_from_user(&cap, arg, sizeof(cap))) return -EFAULT;
-  return -EINVAL;  // no VM capability is enableable yet (Linux: EINVAL for unknown caps and flags)
+  if (cap.flags) return -EINVAL;
+  if (cap.cap == KVM_CAP_SPLIT_IRQCHIP) return enable_split_irqchip(h, cap.args[0]);  // irqchip_ioctls.cpp
+  return -EINVAL;  // no other VM capability is enableable yet (Linux: EINVAL for unknown caps and flags)
 }
-
-long ioctl_Vm_SET_GSI_ROUTING(Handle&, unsigned long arg) {
-  kvm_irq_routing hdr;
-  if (!copy_from_user(&hdr, arg, anykvm_off_irq_routing_entries)) return -EFAULT;
-  if (hdr.nr >= 4096) return -EINVAL;  // KVM_MAX_IRQ_ROUTES
-  if (hdr.flags) return -EINVAL;
-  return -EINVAL;  // kvm_arch_can_set_irq_routing(): no in-kernel irqchip
-}
-
-long ioctl_Vm_IRQ_LINE(Handle&, unsigned long arg) {
-  kvm_irq_level l;
-  if (!copy_from_user(&l, arg, sizeof(l))) return -EFAULT;
-  return -ENXIO;  // kvm_vm_ioctl_irq_line without an irqchip
-}
-
-}  // namespace
 
 // ---- fd table ----
 

@@ -137,6 +137,9 @@ void put_le(uint8_t* p, T v) {
   std::memcpy(p, &v, sizeof(T));
 }
 
+// kvm_arch_vcpu_ioctl_get_fpu/set_fpu copy every field but MXCSR: GET
+// leaves kvm_fpu.mxcsr 0 (the struct is zeroed) and SET ignores it. MXCSR
+// travels through KVM_GET/SET_XSAVE only.
 void to_kvm(const cpu::FpuState& f, kvm_fpu& k) {
   k = kvm_fpu{};
   const uint8_t* x = f.fxsave.data();
@@ -148,7 +151,6 @@ void to_kvm(const cpu::FpuState& f, kvm_fpu& k) {
   k.last_ip = get_le<uint64_t>(x + FxFip);
   k.last_dp = get_le<uint64_t>(x + FxFdp);
   for (int i = 0; i < 16; ++i) std::memcpy(k.xmm[i], x + FxXmm0 + 16 * i, 16);
-  k.mxcsr = get_le<uint32_t>(x + FxMxcsr);
 }
 
 void from_kvm(const kvm_fpu& k, cpu::FpuState& f) {
@@ -161,7 +163,51 @@ void from_kvm(const kvm_fpu& k, cpu::FpuState& f) {
   put_le<uint64_t>(x + FxFip, k.last_ip);
   put_le<uint64_t>(x + FxFdp, k.last_dp);
   for (int i = 0; i < 16; ++i) std::memcpy(x + FxXmm0 + 16 * i, k.xmm[i], 16);
-  put_le<uint32_t>(x + FxMxcsr, k.mxcsr);
+}
+
+// struct kvm_xsave as the kernel fills it (arch/x86/kernel/fpu/xstate.c
+// __copy_xstate_to_uabi_buf, XSTATE_COPY_XSAVE): the legacy region, with the
+// initial values for a component not in XSTATE_BV; bytes 416-463 zero;
+// sw_reserved (464-511) is struct _fpx_sw_bytes describing the XSAVE layout of
+// the CPU the guest sees (x87 | SSE, 576 bytes); the header; zeros to 4096.
+// The size is spelled out: C++ sizes the struct's flexible tail differently.
+constexpr size_t k_xsave_size = 4096, k_xsave_header = 512, k_xsave_sw = 464, k_xsave_legacy_used = 416;
+constexpr uint32_t k_fp_xstate_magic1 = 0x46505853, k_fp_xstate_magic2_size = 4;
+constexpr uint64_t k_xfeature_fp = 1, k_xfeature_sse = 2;
+constexpr uint32_t k_mxcsr_default = 0x1f80;
+
+// KVM_GET_SUPPORTED_CPUID leaf 0xD.0: EDX:EAX the XCR0 bits KVM supports
+// (kvm_caps.supported_xcr0), ECX the XSAVE area size they need.
+cpu::CpuidEntry supported_xsave_leaf() {
+  for (const cpu::CpuidEntry& e : cpu::soft_supported_cpuid())
+    if (e.function == 0xd && e.index == 0) return e;
+  return cpu::CpuidEntry{0xd, 0, 0, uint32_t(k_xfeature_fp), 512 + 64, 512 + 64, 0};
+}
+uint64_t supported_xcr0() {
+  const cpu::CpuidEntry e = supported_xsave_leaf();
+  return uint64_t(e.edx) << 32 | e.eax;
+}
+
+void to_kvm_xsave(const cpu::FpuState& f, uint8_t out[k_xsave_size]) {
+  std::memset(out, 0, k_xsave_size);
+  std::memcpy(out, f.fxsave.data(), k_xsave_legacy_used);
+  const uint64_t bv = f.xstate_bv & supported_xcr0();
+  if (!(bv & k_xfeature_fp)) {
+    // The initial x87 state: FCW 037FH, everything else (abridged tags: all empty) 0.
+    std::memset(out, 0, FxMxcsr);
+    std::memset(out + FxSt0, 0, FxXmm0 - FxSt0);
+    put_le<uint16_t>(out + FxFcw, 0x037f);
+  }
+  if (!(bv & k_xfeature_sse)) {
+    put_le<uint32_t>(out + FxMxcsr, k_mxcsr_default);  // MXCSR_MASK stays: init_fpstate has the CPU's
+    std::memset(out + FxXmm0, 0, k_xsave_legacy_used - FxXmm0);
+  }
+  const uint32_t size = supported_xsave_leaf().ecx;
+  put_le<uint32_t>(out + k_xsave_sw, k_fp_xstate_magic1);
+  put_le<uint32_t>(out + k_xsave_sw + 4, size + k_fp_xstate_magic2_size);  // extended_size
+  put_le<uint64_t>(out + k_xsave_sw + 8, supported_xcr0());                 // xfeatures
+  put_le<uint32_t>(out + k_xsave_sw + 16, size);                            // xstate_size
+  put_le<uint64_t>(out + k_xsave_header, bv);
 }
 
 template <typename T>
@@ -193,6 +239,10 @@ long ioctl_Vcpu_SET_REGS(Handle& h, unsigned long arg) {
 long ioctl_Vcpu_GET_SREGS(Handle& h, unsigned long arg) {
   kvm_sregs k;
   to_kvm(vcpu_of(h).backend().get_sregs(), k);
+  if (machine::VcpuIrq* irq = h.vcpu->irq) {  // in-kernel LAPIC: kvm_get_cr8 / kvm_get_apic_base
+    k.cr8 = h.vm->irqchip()->cr8(*irq);
+    k.apic_base = h.vm->irqchip()->apic_base(*irq);
+  }
   return get_struct(arg, k);
 }
 
@@ -249,6 +299,10 @@ long ioctl_Vcpu_SET_SREGS(Handle& h, unsigned long arg) {
   if (!valid_apic_base(h.vcpu->cpuid, k.apic_base)) return -EINVAL;  // kvm_set_apic_base
   cpu::SpecialRegs s;
   from_kvm(k, s);
+  if (machine::VcpuIrq* irq = h.vcpu->irq) {  // in-kernel LAPIC: kvm_set_apic_base, kvm_set_cr8
+    if (!h.vm->irqchip()->set_apic_base(*irq, k.apic_base)) return -EINVAL;
+    h.vm->irqchip()->set_cr8(*irq, uint8_t(k.cr8 & 0xf));
+  }
   return vcpu_of(h).backend().set_sregs(s) ? 0 : -EINVAL;
 }
 
@@ -264,6 +318,54 @@ long ioctl_Vcpu_SET_FPU(Handle& h, unsigned long arg) {
   cpu::FpuState f = vcpu_of(h).backend().get_fpu();
   from_kvm(k, f);
   return vcpu_of(h).backend().set_fpu(f) ? 0 : -EINVAL;
+}
+
+long ioctl_Vcpu_GET_XSAVE(Handle& h, unsigned long arg) {
+  uint8_t buf[k_xsave_size];
+  to_kvm_xsave(vcpu_of(h).backend().get_fpu(), buf);
+  return copy_to_user(arg, buf, sizeof buf) ? 0 : -EFAULT;
+}
+
+// fpu_copy_uabi_to_guest_fpstate and copy_uabi_to_xstate (6.1): EINVAL for
+// a feature bit KVM does not support, a nonzero XCOMP_BV or reserved header
+// byte, or reserved MXCSR bits when x87 or SSE is in XSTATE_BV.
+long ioctl_Vcpu_SET_XSAVE(Handle& h, unsigned long arg) {
+  uint8_t buf[k_xsave_size];
+  if (!copy_from_user(buf, arg, sizeof buf)) return -EFAULT;
+  const uint64_t bv = get_le<uint64_t>(buf + k_xsave_header);
+  if (bv & ~supported_xcr0()) return -EINVAL;
+  for (size_t i = k_xsave_header + 8; i < k_xsave_header + 64; ++i)
+    if (buf[i]) return -EINVAL;
+  cpu::VcpuBackend& b = vcpu_of(h).backend();
+  cpu::FpuState f = b.get_fpu();
+  const uint32_t mxcsr_mask = get_le<uint32_t>(f.fxsave.data() + FxMxcsr + 4);
+  if ((bv & (k_xfeature_fp | k_xfeature_sse)) && (get_le<uint32_t>(buf + FxMxcsr) & ~mxcsr_mask)) return -EINVAL;
+  std::memcpy(f.fxsave.data(), buf, f.fxsave.size());
+  f.xstate_bv = bv;
+  b.set_xsave(f);
+  return 0;
+}
+
+long ioctl_Vcpu_GET_XCRS(Handle& h, unsigned long arg) {
+  kvm_xcrs x{};
+  x.nr_xcrs = 1;
+  x.xcrs[0].xcr = 0;  // XCR_XFEATURE_ENABLED_MASK
+  x.xcrs[0].value = vcpu_of(h).backend().get_fpu().xcr0;
+  return get_struct(arg, x);
+}
+
+// kvm_vcpu_ioctl_x86_set_xcrs: EINVAL for more than KVM_MAX_XCRS entries,
+// nonzero flags, or an invalid XCR0 (the first entry for XCR 0 counts;
+// entries for other XCRs are ignored).
+long ioctl_Vcpu_SET_XCRS(Handle& h, unsigned long arg) {
+  kvm_xcrs x;
+  if (!read_struct(arg, x)) return -EFAULT;
+  if (x.nr_xcrs > KVM_MAX_XCRS || x.flags) return -EINVAL;
+  for (uint32_t i = 0; i < x.nr_xcrs; ++i) {
+    if (x.xcrs[i].xcr != 0) continue;
+    return vcpu_of(h).backend().set_xcr0(x.xcrs[i].value) ? 0 : -EINVAL;
+  }
+  return 0;
 }
 
 constexpr uint32_t k_max_io_msrs = 256;  // MAX_IO_MSRS
@@ -336,8 +438,10 @@ long ioctl_Vcpu_SET_MP_STATE(Handle& h, unsigned long arg) {
   kvm_mp_state m;
   if (!read_struct(arg, m)) return -EFAULT;
   // Without an in-kernel LAPIC only RUNNABLE is accepted (kvm_arch_vcpu_ioctl_set_mpstate).
-  if (m.mp_state != KVM_MP_STATE_RUNNABLE) return -EINVAL;
-  vcpu_of(h).backend().set_mp_state(cpu::MpState::Runnable);
+  if (!h.vcpu->irq && m.mp_state != KVM_MP_STATE_RUNNABLE) return -EINVAL;
+  // With one any state is stored; SIPI_RECEIVED becomes INIT_RECEIVED as in Linux.
+  if (m.mp_state == KVM_MP_STATE_SIPI_RECEIVED) m.mp_state = KVM_MP_STATE_INIT_RECEIVED;
+  vcpu_of(h).backend().set_mp_state(cpu::MpState(m.mp_state));
   return 0;
 }
 
@@ -412,6 +516,12 @@ long ioctl_Vcpu_INTERRUPT(Handle& h, unsigned long arg) {
   kvm_interrupt irq;
   if (!read_struct(arg, irq)) return -EFAULT;
   if (irq.irq >= 256) return -EINVAL;  // KVM_NR_INTERRUPTS
+  if (h.vcpu->irq) {
+    // kvm_vcpu_ioctl_interrupt with an in-kernel LAPIC: the PIC must be in
+    // user space (split), and one ExtINT vector may wait at a time.
+    if (h.vm->irqchip()->full()) return -ENXIO;
+    return vcpu_of(h).backend().queue_interrupt(uint8_t(irq.irq)) ? 0 : -EEXIST;
+  }
   // kvm_vcpu_ioctl_interrupt without an in-kernel irqchip: queue the vector,
   // replacing one queued before (kvm_queue_interrupt overwrites).
   cpu::VcpuBackend& b = vcpu_of(h).backend();
@@ -474,11 +584,13 @@ long ioctl_Vcpu_RUN(Handle& h, unsigned long) {
     v.mmio_read_pending = false;
     b.complete_mmio_read(std::span<const uint8_t>(run->mmio.data, std::min<uint32_t>(run->mmio.len, 8)));
   }
-  b.set_cr8(run->cr8);
+  machine::Irqchip* chip = v.irq ? h.vm->irqchip() : nullptr;
+  if (!chip) b.set_cr8(run->cr8);  // with an in-kernel LAPIC the TPR is its own
   cpu::RunControl ctl;
   ctl.immediate_exit = &run->immediate_exit;
   ctl.kick = &v.kick_flag();
-  ctl.request_interrupt_window = run->request_interrupt_window;
+  // dm_request_for_irq_injection: ignored while the PIC is in the kernel.
+  ctl.request_interrupt_window = run->request_interrupt_window && !(chip && chip->full());
   ctl.pio_page = v.pio_page();
   cpu::VcpuExit ex;
   if (unmasked_signal_pending(v)) {
@@ -490,6 +602,11 @@ long ioctl_Vcpu_RUN(Handle& h, unsigned long) {
   run->ready_for_interrupt_injection = b.ready_for_interrupt_injection();
   run->cr8 = b.cr8();
   run->apic_base = b.apic_base();
+  if (chip) {  // post_kvm_run_save with an in-kernel LAPIC
+    if (chip->full()) run->ready_for_interrupt_injection = 1;  // pic_in_kernel
+    run->cr8 = chip->cr8(*v.irq);
+    run->apic_base = chip->apic_base(*v.irq);
+  }
   run->flags = 0;
   switch (ex.reason) {
     case cpu::ExitReason::Interrupted:
@@ -513,6 +630,10 @@ long ioctl_Vcpu_RUN(Handle& h, unsigned long) {
       return 0;
     case cpu::ExitReason::Hlt:
       run->exit_reason = KVM_EXIT_HLT;
+      return 0;
+    case cpu::ExitReason::IoapicEoi:
+      run->exit_reason = KVM_EXIT_IOAPIC_EOI;
+      run->eoi.vector = ex.eoi_vector;
       return 0;
     case cpu::ExitReason::IrqWindowOpen:
       run->exit_reason = KVM_EXIT_IRQ_WINDOW_OPEN;

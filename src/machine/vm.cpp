@@ -44,6 +44,11 @@ Result<std::shared_ptr<Vcpu>> Vm::create_vcpu(uint32_t id) {
   }
   auto v = std::make_shared<Vcpu>(shared_from_this(), VcpuId(id), m_backend->create_vcpu(VcpuId(id)), fd,
                                   static_cast<uint8_t*>(area));
+  if (m_irqchip) {  // kvm_create_lapic: the vCPU's LAPIC, wired into the engine
+    v->irq = m_irqchip->add_vcpu(VcpuId(id));
+    v->irq->set_sigmask_source(&v->sigmask);
+    v->backend().attach_local_devices(v->irq);
+  }
   m_vcpus[id] = v;
   ++m_created_vcpus;  // like Linux, a vCPU id stays taken for the VM's life
   return v;
@@ -59,6 +64,15 @@ Result<void> Vm::set_tss_addr(uint64_t addr) {
   if (addr > uint64_t(uint32_t(-3 * 4096))) return err(EINVAL);
   std::lock_guard<std::mutex> g(m_lock);
   m_tss_addr = addr;
+  return {};
+}
+
+Result<void> Vm::create_irqchip(IrqchipMode mode) {
+  std::lock_guard<std::mutex> g(m_lock);
+  if (m_irqchip) return err(EEXIST);
+  if (m_created_vcpus) return err(EINVAL);
+  m_irqchip = std::make_unique<Irqchip>(mode);
+  m_irqchip_ptr.store(m_irqchip.get(), std::memory_order_release);
   return {};
 }
 

@@ -17,6 +17,7 @@
 #include "base/result.h"
 #include "base/types.h"
 #include "cpu/backend.h"
+#include "machine/irqchip.h"
 #include "machine/memslots.h"
 
 namespace anykvm::machine {
@@ -51,6 +52,8 @@ class Vcpu {
   std::vector<cpu::CpuidEntry> cpuid;
   // The last exit was an MMIO read whose data the client supplies on re-entry.
   bool mmio_read_pending = false;
+  // Its in-kernel LAPIC when the VM has an irqchip (owned by the Irqchip).
+  VcpuIrq* irq = nullptr;
 
  private:
   std::shared_ptr<Vm> m_vm;
@@ -74,6 +77,12 @@ class Vm : public std::enable_shared_from_this<Vm> {
   Result<void> set_tss_addr(uint64_t addr);
   Result<void> set_identity_map_addr(uint64_t addr);
 
+  // KVM_CREATE_IRQCHIP / KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): EEXIST if one
+  // exists, EINVAL once a vCPU exists (x86.c).
+  Result<void> create_irqchip(IrqchipMode mode);
+  // Null until then; lives as long as the Vm.
+  Irqchip* irqchip() { return m_irqchip_ptr.load(std::memory_order_acquire); }
+
  private:
   Vm();
   cpu::MemoryMapSource m_memory;
@@ -83,6 +92,8 @@ class Vm : public std::enable_shared_from_this<Vm> {
   std::map<uint32_t, std::weak_ptr<Vcpu>> m_vcpus;
   uint32_t m_created_vcpus = 0;
   uint64_t m_tss_addr = 0, m_identity_map_addr = 0;
+  std::unique_ptr<Irqchip> m_irqchip;
+  std::atomic<Irqchip*> m_irqchip_ptr{nullptr};
 };
 
 }  // namespace anykvm::machine

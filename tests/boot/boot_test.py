@@ -2,7 +2,7 @@
 """One boot test: builds the QEMU command line for a guest and drives it with
 serial_session.py. Registered with ctest by tests/boot/CMakeLists.txt.
 
-  boot_test.py floppy|debian686|vga --accel kvm --anykvm BUILD/src/cli/anykvm [--irqchip-off]
+  boot_test.py floppy|debian686|vga --accel kvm --anykvm BUILD/src/cli/anykvm [--irqchip-off|--irqchip-split]
   boot_test.py debian686 --accel tcg        (the same guest on QEMU's TCG: checks
                                              the guest and this harness, not anykvm)
 
@@ -41,6 +41,7 @@ def main():
     ap.add_argument("--accel", choices=["kvm", "tcg"], default="kvm")
     ap.add_argument("--anykvm", help="path of the anykvm command (with --accel kvm)")
     ap.add_argument("--irqchip-off", action="store_true", help="add -machine kernel-irqchip=off")
+    ap.add_argument("--irqchip-split", action="store_true", help="add -machine kernel-irqchip=split")
     ap.add_argument("--qemu", default="qemu-system-i386")
     ap.add_argument("--bootfd", default=os.path.join(HERE, "..", "..", "..", "shared", "guests", "bootfd.img"))
     ap.add_argument("--guest-dir", default=None, help="directory with vmlinuz and initrd.img")
@@ -107,6 +108,8 @@ def main():
 
     if args.irqchip_off:
         qemu += ["-machine", "kernel-irqchip=off"]
+    if args.irqchip_split:
+        qemu += ["-machine", "kernel-irqchip=split"]
     if args.accel == "kvm":
         if not args.anykvm or not os.access(args.anykvm, os.X_OK):
             print("FAILED: anykvm command not found: %r" % args.anykvm)
@@ -118,7 +121,8 @@ def main():
         qemu += ["-accel", "tcg"]
 
     cmd = session + steps + ["--"] + qemu
-    print("boot test %s (%s%s): %s" % (args.guest, args.accel, ", kernel-irqchip=off" if args.irqchip_off else "",
+    mode = ", kernel-irqchip=off" if args.irqchip_off else ", kernel-irqchip=split" if args.irqchip_split else ""
+    print("boot test %s (%s%s): %s" % (args.guest, args.accel, mode,
                                        " ".join(qemu)), flush=True)
     try:
         rc = subprocess.call(cmd)

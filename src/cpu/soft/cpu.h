@@ -157,6 +157,8 @@ class Cpu {
   bool exit_pending = false; // leave the run loop after the current instruction
   MmioLog mmio_log{};
   uint8_t* pio_page = nullptr;  // kvm_run + 4096, valid during run()
+  // In-kernel devices (an irqchip): PIO/MMIO/MSRs they take never exit.
+  cpu::LocalDevices* local = nullptr;
 
   // ---- services ----
   // Memory through a segment: limit/type checks (#GP/#SS), paging (#PF),

@@ -4,7 +4,8 @@
 // out-of-range rule and MSR set are Intel-shaped, and SYSENTER/SYSEXIT (not
 // SYSCALL) is the 32-bit fast system call on Intel. Only features the engine
 // implements are advertised (DESIGN.md "never report a capability you have
-// not implemented"): no VME, PSE-36, long mode, XSAVE, SSSE3 or later.
+// not implemented"): no VME, PSE-36, long mode, SSSE3 or later; XSAVE for
+// the x87 and SSE components only (leaf 0xD).
 // MSR behaviour follows KVM's (arch/x86/kvm/x86.c) where it differs from bare
 // hardware: unknown MSRs #GP, MC bank write rules, PAT validity.
 #include "cpu/soft/cpuid_msr.h"
@@ -13,6 +14,7 @@
 
 #include "cpu/backend.h"
 #include "cpu/soft/cpu.h"
+#include "cpu/soft/fpu/fpu.h"
 
 namespace anykvm::soft {
 namespace {
@@ -138,9 +140,15 @@ void cpuid_query(const Cpu& c, uint32_t fn, uint32_t idx, uint32_t out[4]) {
     }
     if (!(c.apic_base & k_apic_base_en)) out[3] &= ~f1edx::APIC;
   }
+  // kvm_update_cpuid_runtime: 0xD.0 EBX is the XSAVE area size for the
+  // current XCR0 (x87 and SSE both live in the legacy region).
+  if (e == find_leaf(c, 0xd, 0)) out[1] = xstate::k_area_size;
 }
 
 bool msr_read(Cpu& c, uint32_t i, uint64_t& v, bool host) {
+  if (c.local) [[unlikely]] {  // in-kernel LAPIC: APIC base, x2APIC, TSC deadline
+    if (int r = c.local->msr_read(i, v, host)) return r > 0;
+  }
   switch (i) {
     case Tsc: v = guest_tsc(c); return true;
     case ApicBase: v = c.apic_base; return true;
@@ -187,6 +195,12 @@ bool msr_read(Cpu& c, uint32_t i, uint64_t& v, bool host) {
 }
 
 bool msr_write(Cpu& c, uint32_t i, uint64_t v, bool host) {
+  if (c.local) [[unlikely]] {  // in-kernel LAPIC: APIC base, x2APIC, TSC deadline
+    if (int r = c.local->msr_write(i, v, host)) {
+      if (r > 0 && i == ApicBase) c.apic_base = v;  // mirror for CPUID.1:EDX.APIC and GET_SREGS
+      return r > 0;
+    }
+  }
   switch (i) {
     case Tsc:
       // IA32_TSC writes move the offset so the guest reads `v` now (17.17).
@@ -288,11 +302,11 @@ std::vector<CpuidEntry> soft_supported_cpuid() {
   auto add = [&](uint32_t fn, uint32_t idx, uint32_t flags, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
     v.push_back(CpuidEntry{fn, idx, flags, a, b, c, d});
   };
-  add(0, 0, 0, 4, k_vendor_ebx, k_vendor_ecx, k_vendor_edx);
+  add(0, 0, 0, 0xd, k_vendor_ebx, k_vendor_ecx, k_vendor_edx);
   uint32_t edx1 = f1edx::FPU | f1edx::DE | f1edx::PSE | f1edx::TSC | f1edx::MSR | f1edx::PAE | f1edx::MCE |
                   f1edx::CX8 | f1edx::APIC | f1edx::SEP | f1edx::MTRR | f1edx::PGE | f1edx::MCA |
                   f1edx::CMOV | f1edx::PAT | f1edx::CLFSH | f1edx::MMX | f1edx::FXSR | f1edx::SSE | f1edx::SSE2;
-  add(1, 0, 0, k_family6_model6, k_clflush_64, f1ecx::SSE3, edx1);
+  add(1, 0, 0, k_family6_model6, k_clflush_64, f1ecx::SSE3 | f1ecx::XSAVE, edx1);
   // Leaf 2: one iteration, descriptor 0xff = "see leaf 4".
   add(2, 0, 0, 0x0000ff01, 0, 0, 0);
   // Leaf 4: deterministic cache parameters. EAX: type | level << 5 | self-init;
@@ -302,6 +316,10 @@ std::vector<CpuidEntry> soft_supported_cpuid() {
   add(4, 1, k_sig, 0x122, (7u << 22) | 63, 63, 0);      // L1i 32 KiB, 8-way
   add(4, 2, k_sig, 0x143, (15u << 22) | 63, 4095, 0);   // L2 4 MiB, 16-way
   add(4, 3, k_sig, 0, 0, 0, 0);
+  // Leaf 0xD: XCR0 may enable x87 | SSE; both in the 576-byte legacy region +
+  // header. Subleaf 1: no XSAVEOPT, XSAVEC, XGETBV with ECX = 1, XSAVES.
+  add(0xd, 0, k_sig, uint32_t(xstate::SUPPORTED), xstate::k_area_size, xstate::k_area_size, 0);
+  add(0xd, 1, k_sig, 0, 0, 0, 0);
   add(0x80000000, 0, 0, 0x80000008, 0, 0, 0);
   add(0x80000001, 0, 0, 0, 0, 0, f81edx::NX);
   for (uint32_t leaf = 0; leaf < 3; ++leaf) {

@@ -229,6 +229,13 @@ SoftVcpu::SoftVcpu(SoftVm& vm, VcpuId id) : m_cpu(std::make_unique<Cpu>(vm, id))
 SoftVcpu::~SoftVcpu() = default;
 
 cpu::VcpuExit SoftVcpu::run(cpu::RunControl& ctl) {
+  if (m_cpu->local) [[unlikely]]  // in-kernel irqchip: HLT sleeps here (local_devices.cpp)
+    return engine_run_with_local_devices(
+        *m_cpu, ctl, [](void* s, cpu::RunControl& r) { return static_cast<SoftVcpu*>(s)->run_engine(r); }, this);
+  return run_engine(ctl);
+}
+
+cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
   Cpu& c = *m_cpu;
   Cpu::Private& p = *c.priv;
   struct Scope {
@@ -294,6 +301,10 @@ cpu::VcpuExit SoftVcpu::run(cpu::RunControl& ctl) {
       engine_drain_requests(c);
     if (!p.dead.empty()) [[unlikely]]
       p.dead.clear();
+    if (p.irq_attention->load(std::memory_order_relaxed)) [[unlikely]] {
+      engine_local_interrupt(c);  // in-kernel irqchip (local_devices.cpp)
+      if (c.exit_pending) return finish();
+    }
     if (ctl.request_interrupt_window && irq_window_open(c)) return simple(cpu::ExitReason::IrqWindowOpen);
 
     if (c.interrupt_shadow || trace_insns || debug_active(c)) [[unlikely]] {
@@ -315,6 +326,7 @@ cpu::VcpuExit SoftVcpu::run(cpu::RunControl& ctl) {
       if (step(c) == Step::Exit) return finish();
       continue;
     }
+    stats_block(c.id, b->insns.size());  // ANYKVM_STATS counters (trace.h): one add per block
     if (run_block(c, *b) == Step::Exit) return finish();
   }
 }
@@ -392,13 +404,21 @@ bool SoftVcpu::set_sregs(const cpu::SpecialRegs& s) {
 cpu::FpuState SoftVcpu::get_fpu() const {
   cpu::FpuState f;
   fpu_to_fxsave(m_cpu->fpu, f.fxsave.data());
+  f.xstate_bv = fpu_xinuse(m_cpu->fpu);
   f.xcr0 = m_cpu->xcr0;
   return f;
 }
 
 bool SoftVcpu::set_fpu(const cpu::FpuState& f) {
   fpu_from_fxsave(m_cpu->fpu, f.fxsave.data());
-  if (f.xcr0 & 1) m_cpu->xcr0 = f.xcr0;
+  return true;
+}
+
+void SoftVcpu::set_xsave(const cpu::FpuState& f) { fpu_set_xsave(m_cpu->fpu, f.fxsave.data(), f.xstate_bv); }
+
+bool SoftVcpu::set_xcr0(uint64_t xcr0) {
+  if (!fpu_xcr0_valid(*m_cpu, xcr0)) return false;
+  m_cpu->xcr0 = xcr0;
   return true;
 }
 
@@ -472,5 +492,10 @@ bool SoftVcpu::if_flag() const { return m_cpu->eflags_rest & fl::IF; }
 uint64_t SoftVcpu::apic_base() const { return m_cpu->apic_base; }
 uint64_t SoftVcpu::cr8() const { return m_cpu->cr8; }
 void SoftVcpu::set_cr8(uint64_t v) { m_cpu->cr8 = v; }
+
+void SoftVcpu::attach_local_devices(cpu::LocalDevices* d) {
+  m_cpu->local = d;
+  m_cpu->priv->irq_attention = d ? &d->attention : &g_no_irq_attention;
+}
 
 }  // namespace anykvm::soft

@@ -37,8 +37,14 @@ struct PendingIo {
   uint32_t count = 0;
 };
 
+// What Private::irq_attention points at while no irqchip is attached.
+inline std::atomic<bool> g_no_irq_attention{false};
+
 struct Cpu::Private {
   const cpu::RunControl* ctl = nullptr;  // during run()
+  // LocalDevices::attention of the attached irqchip (or an always-false flag):
+  // one relaxed load per block boundary.
+  std::atomic<bool>* irq_attention = &g_no_irq_attention;
   alignas(8) uint8_t pio_scratch[4096] = {};  // PIO data when the caller gave no page
   PendingIo pio;
   bool stopped = false;     // the last run() ended with StopInsn: re-execute first
@@ -76,6 +82,8 @@ class SoftVcpu final : public cpu::VcpuBackend {
   bool set_sregs(const cpu::SpecialRegs& s) override;
   cpu::FpuState get_fpu() const override;
   bool set_fpu(const cpu::FpuState& f) override;
+  void set_xsave(const cpu::FpuState& f) override;
+  bool set_xcr0(uint64_t xcr0) override;
   cpu::DebugRegs get_debugregs() const override;
   void set_debugregs(const cpu::DebugRegs& d) override;
   cpu::Events get_events() const override;
@@ -92,10 +100,12 @@ class SoftVcpu final : public cpu::VcpuBackend {
   uint64_t apic_base() const override;
   uint64_t cr8() const override;
   void set_cr8(uint64_t v) override;
+  void attach_local_devices(cpu::LocalDevices* d) override;
 
   Cpu& cpu() { return *m_cpu; }
 
  private:
+  cpu::VcpuExit run_engine(cpu::RunControl& ctl);
   std::unique_ptr<Cpu> m_cpu;
 };
 
@@ -105,5 +115,10 @@ void engine_drain_requests(Cpu& c);
 void engine_post(Cpu& c, uint64_t pfn, bool invalidate);
 // The vCPU currently inside run() on this thread (nullptr outside).
 Cpu* engine_running_cpu();
+// local_devices.cpp: an in-kernel irqchip's interrupt at a block boundary
+// (IF=1, no shadow), and KVM_RUN with HLT sleeping inside it.
+void engine_local_interrupt(Cpu& c);
+cpu::VcpuExit engine_run_with_local_devices(Cpu& c, cpu::RunControl& ctl,
+                                            cpu::VcpuExit (*run_engine)(void*, cpu::RunControl&), void* self);
 
 }  // namespace anykvm::soft

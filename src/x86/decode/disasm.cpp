@@ -196,6 +196,7 @@ size_t disassemble(const Insn& i, uint64_t ip, char* buf, size_t n) {
       default: break;
     }
   }
+  if (r.map == OpMap::TwoByte && r.opcode == 0x01 && r.group == 2 && !i.mem && i.rm == 1) mn = "xsetbv";
   o.put("%s", mn);
   if (str && !(r.op[0] == Opnd::Yb || r.op[0] == Opnd::Xb || r.op[1] == Opnd::Xb || r.op[1] == Opnd::Yb))
     o.put("%c", i.opsize == 2 ? 'w' : 'd');

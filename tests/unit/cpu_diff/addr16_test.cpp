@@ -5,7 +5,9 @@
 // disp16) with register values whose 16-bit sum wraps past FFFFh and random
 // upper halves (which 16-bit addressing must ignore); string instructions with
 // 16-bit SI/DI/CX (the upper halves of ESI/EDI/ECX must survive), XLAT with
-// BX + AL wrapping, and BT* with register bit offsets.
+// BX + AL wrapping, BT* with register bit offsets, MOV moffs16; and, on the
+// same LDT, data segment loads and limit checks (expand-up with a byte limit,
+// expand-down) with the full state compared at each #GP.
 #include "asm.h"
 #include "sdm_flags.h"
 
@@ -231,8 +233,8 @@ void gen_moffs16(std::vector<Case>& out, Rng& rng) {
 CPU_DIFF_FAMILY(Addr16, Moffs16, MEM16_WINDOW, gen_moffs16)
 
 // Data segment loads in protected mode (SDM MOV, POP, LDS/LES/LGS): ES, DS or
-// GS gets SEL16 (with RPL 0-3), a null selector, or a selector past the LDT
-// limit (#GP with the selector as error code), then "mov eax, sreg" (upper
+// GS gets SEL16 (with RPL 0-3), a null selector, or a selector past the LDT's
+// last entry (#GP with the selector as error code), then "mov eax, sreg" (upper
 // half zeroed with a 32-bit operand) shows what was loaded, and the original
 // register is restored. FS is left alone: the 64-bit process keeps its TLS there.
 void gen_segloads(std::vector<Case>& out, Rng& rng) {
@@ -240,7 +242,7 @@ void gen_segloads(std::vector<Case>& out, Rng& rng) {
   constexpr uint8_t MOV_SREG_EW = 0x8e, MOV_EW_SREG = 0x8c, LES = 0xc4, LDS = 0xc5, LGS_2 = 0xb5;
   constexpr unsigned ES_N = 0, DS_N = 3, GS_N = 5;
   const uint16_t sels[] = {layout::SEL16, uint16_t(layout::SEL16 & ~3u), uint16_t((layout::SEL16 & ~3u) | 1), 0, 3,
-                           uint16_t(layout::SEL16 + 8), uint16_t(layout::SEL16 + 0x80)};
+                           uint16_t(layout::SEL16 + 8 * layout::LDT_ENTRIES), uint16_t(layout::SEL16 + 0x80)};
   for (unsigned sreg : {ES_N, DS_N, GS_N})
     for (unsigned form = 0; form < 3; ++form)  // mov sreg, r16; pop sreg; lxs r32, m16:32
       for (uint16_t sel : sels)
@@ -276,6 +278,91 @@ void gen_segloads(std::vector<Case>& out, Rng& rng) {
         }
 }
 CPU_DIFF_FAMILY(Addr16, SegmentLoads, 16, gen_segloads)
+
+}  // namespace
+}  // namespace anykvm::difftest
+
+namespace anykvm::difftest {
+namespace {
+
+// Segment limit checks (SDM vol. 3, 5.3: #GP(0) for an access through GS/ES
+// past the limit, every byte of the operand counted) on SEL_LIMITED: a case
+// loads GS (or ES) with it, accesses operands that end before, at and after
+// the limit, and restores the register (after a fault the native entry stub
+// reloads it). Loads, stores, read-modify-writes (memory, flags and registers
+// must be untouched at the fault), CMPXCHG8B, BTS, PUSH/POP m (POP leaves ESP
+// unchanged when the store faults), BOUND, and REP LODS/MOVS/STOS that run
+// into the limit part-way (ECX/ESI/EDI show the elements done).
+// `edges`: offsets where validity changes; `up` says the valid side is below
+// (an expand-up limit, or the 4 GiB end of an expand-down segment).
+struct Edge {
+  uint32_t at;  // first invalid offset (up) or first valid offset (!up)
+  bool up;
+};
+void gen_seglimit(std::vector<Case>& out, Rng& rng, uint16_t sel, std::vector<Edge> edges) {
+  constexpr uint8_t PUSH_GS[] = {TWO_BYTE, 0xa8}, POP_GS[] = {TWO_BYTE, 0xa9};
+  constexpr uint8_t PUSH_ES = 0x06, POP_ES = 0x07, PUSH_IB = 0x6a;
+  auto abs_mem = [](Asm& x, unsigned reg, uint32_t off) { x.b.push_back(uint8_t((reg & 7) << 3 | 5)), x.d32(off); };
+  for (int i = 0; i < 1600; ++i) {
+    Case c = random_case(rng);
+    c.seg16 = true;  // needs the LDT entries natively
+    const unsigned kind = i % 10;
+    const unsigned bits = std::array<unsigned, 3>{8, 16, 32}[rng.below(3)];
+    const unsigned size = kind == 5 ? 8 : kind == 7 ? 4 : kind == 8 ? (bits == 8 ? 8 : bits / 4) : bits / 8;
+    const Edge e = edges[rng.below(uint32_t(edges.size()))];
+    const uint32_t off = e.at - (e.up ? size : 0) + uint32_t(int32_t(rng.below(7)) - 3);  // 3 bytes either side
+    const unsigned r = std::array<unsigned, 3>{EAX, ECX, EDX}[rng.below(3)];
+    Asm x;
+    const bool es = kind == 9 && rng.coin();  // REP STOS through ES
+    if (es) x.op({PUSH_ES, PUSH_IB, uint8_t(sel), POP_ES});
+    else x.op({PUSH_GS[0], PUSH_GS[1], PUSH_IB, uint8_t(sel), POP_GS[0], POP_GS[1]});
+    if (kind != 9) x.op({SEG_GS});
+    switch (kind) {
+      case 0: x.opc(bits, 0x8a, 0x8b), abs_mem(x, r, off); break;                       // mov r, [m]
+      case 1: x.opc(bits, 0x88, 0x89), abs_mem(x, r, off); break;                       // mov [m], r
+      case 2: x.opc(bits, uint8_t(rng.below(8) * 8), 0), x.b.back() += bits == 8 ? 0 : 1, abs_mem(x, r, off); break;
+      case 3: x.osize(bits).op({TWO_BYTE, uint8_t(bits == 8 ? 0xc0 : 0xc1)}), abs_mem(x, r, off); break;  // xadd
+      case 4: x.osize(bits).op({TWO_BYTE, uint8_t(bits == 8 ? 0xb0 : 0xb1)}), abs_mem(x, r, off); break;  // cmpxchg
+      case 5: x.op({TWO_BYTE, 0xc7}), abs_mem(x, 1, off); break;                        // cmpxchg8b
+      case 6: x.osize(bits == 8 ? 32 : bits).op({TWO_BYTE, 0xba}), abs_mem(x, 5, off), x.i8(rng.u32()); break;  // bts
+      // push/pop dword [m] (32-bit only: the POP GS that follows must find the saved GS)
+      case 7: x.op({uint8_t(rng.coin() ? 0xff : 0x8f)}), abs_mem(x, x.b.back() == 0xff ? 6 : 0, off); break;
+      case 8: x.osize(bits == 8 ? 32 : bits).op({0x62}), abs_mem(x, r, off); break;  // bound
+      case 9: {  // rep lods / movs (source GS) or rep stos (ES) running into the limit
+        const unsigned esz = bits / 8;
+        // Toward the edge: up to it from below (up) or down to it from above (DF = 1).
+        const uint32_t k = esz * rng.below(6) + (rng.coin() ? rng.below(esz) : 0);
+        const uint32_t start = e.up ? e.at - esz - k : e.at + k;
+        c.eflags = (c.eflags & ~fl::DF) | (e.up ? 0 : fl::DF);
+        c.gpr[ECX] = rng.below(10);
+        if (es) {
+          c.gpr[EDI] = start;
+          x.op({REP}).opc(bits, 0xaa, 0xab);
+        } else {
+          c.gpr[ESI] = start;
+          c.gpr[EDI] = 0x100;
+          c.gpr_rel = uint8_t(1u << EDI);  // a flat destination (the start of MEM)
+          const bool movs = rng.coin();
+          x.op({SEG_GS, REP}).opc(bits, movs ? 0xa4 : 0xac, movs ? 0xa5 : 0xad);
+        }
+        break;
+      }
+    }
+    if (es) x.op({POP_ES});
+    else x.op({POP_GS[0], POP_GS[1]});
+    x.into(c);
+    if (kind == 2) c.defined_flags = fl::STATUS & ~fl::AF;  // logic ops leave AF undefined
+    if (kind == 6) c.defined_flags = fl::CF | fl::ZF;
+    out.push_back(std::move(c));
+  }
+}
+CPU_DIFF_FAMILY_U(Addr16, SegmentLimit, 0, [](auto& v, Rng& r) {
+  gen_seglimit(v, r, layout::SEL_LIMITED, {{layout::LIMITED_LIMIT + 1, true}});
+})
+// Expand-down (SDM vol. 3, 5.3): valid offsets are limit+1 .. FFFFFFFFh.
+CPU_DIFF_FAMILY_U(Addr16, ExpandDownLimit, 0, [](auto& v, Rng& r) {
+  gen_seglimit(v, r, layout::SEL_EXPAND_DOWN, {{layout::EXPAND_DOWN_LIMIT + 1, false}, {0, true}});
+})
 
 }  // namespace
 }  // namespace anykvm::difftest

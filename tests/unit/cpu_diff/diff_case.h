@@ -59,6 +59,15 @@ static_assert(OUT + MAX_CASES * OUT_STRIDE <= SCRATCH_STACK - 0x1000);
 constexpr uint32_t SEG16_BASE = MEM;
 constexpr uint32_t SEG16_SPAN = 0x10000;
 constexpr uint16_t SEL16 = 0x0007;  // LDT index 0, TI = 1, RPL 3
+// LDT entry 1: the same base with a byte-granular limit, for limit faults.
+constexpr uint16_t SEL_LIMITED = 0x000f;
+constexpr uint32_t LIMITED_LIMIT = 0x1ffff;
+// LDT entry 2: expand-down (valid offsets EXPAND_DOWN_LIMIT+1 .. FFFFFFFFh,
+// D/B = 1), based so that those offsets land in MEM.
+constexpr uint16_t SEL_EXPAND_DOWN = 0x0017;
+constexpr uint32_t EXPAND_DOWN_LIMIT = 0xfff0;
+constexpr uint32_t EXPAND_DOWN_BASE = SEG16_BASE + 0x30000 - 0x10000;  // offset 10000h -> SEG16_BASE + 30000h
+constexpr unsigned LDT_ENTRIES = 3;
 }  // namespace layout
 
 // Vectors that push an error code (SDM vol. 3, table 6-1).

@@ -34,6 +34,7 @@ const char* exit_name(cpu::ExitReason r) {
     case cpu::ExitReason::InternalError: return "InternalError";
     case cpu::ExitReason::Debug: return "Debug";
     case cpu::ExitReason::Interrupted: return "Interrupted (watchdog)";
+    case cpu::ExitReason::IoapicEoi: return "IoapicEoi";
   }
   return "?";
 }
@@ -117,6 +118,17 @@ EngineRunner::EngineRunner(uint32_t base) : m_base(base) {
   const uint32_t b16 = base + layout::SEG16_BASE;
   const uint8_t ldt0[] = {0xff, 0xff, uint8_t(b16), uint8_t(b16 >> 8), uint8_t(b16 >> 16), 0xf3, 0xcf, uint8_t(b16 >> 24)};
   std::memcpy(m_ram + layout::LDT, ldt0, sizeof ldt0);
+  // LDT entry 1: SEL_LIMITED, the same with a byte-granular limit (G = 0).
+  constexpr uint32_t lim = layout::LIMITED_LIMIT;
+  const uint8_t ldt1[] = {uint8_t(lim), uint8_t(lim >> 8), uint8_t(b16), uint8_t(b16 >> 8), uint8_t(b16 >> 16), 0xf3,
+                          uint8_t(0x40 | (lim >> 16)), uint8_t(b16 >> 24)};
+  std::memcpy(m_ram + layout::LDT + 8, ldt1, sizeof ldt1);
+  // LDT entry 2: SEL_EXPAND_DOWN (type 7: data, expand-down, RW, accessed).
+  constexpr uint32_t dlim = layout::EXPAND_DOWN_LIMIT;
+  const uint32_t bd = base + layout::EXPAND_DOWN_BASE;
+  const uint8_t ldt2[] = {uint8_t(dlim), uint8_t(dlim >> 8), uint8_t(bd), uint8_t(bd >> 8), uint8_t(bd >> 16), 0xf7,
+                          uint8_t(0x40 | (dlim >> 16)), uint8_t(bd >> 24)};
+  std::memcpy(m_ram + layout::LDT + 16, ldt2, sizeof ldt2);
 }
 
 EngineRunner::~EngineRunner() { munmap(m_ram, layout::SIZE); }
@@ -137,7 +149,7 @@ void EngineRunner::enter(uint32_t eip) {
   s.ldt = cpu::Segment{};
   s.ldt.selector = LDT_SEL;
   s.ldt.base = m_base + layout::LDT;
-  s.ldt.limit = 7;
+  s.ldt.limit = layout::LDT_ENTRIES * 8 - 1;
   s.ldt.type = 2;  // LDT
   s.ldt.present = 1;
   s.cr0 = 0x11;  // PE | ET

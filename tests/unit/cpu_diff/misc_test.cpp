@@ -317,11 +317,12 @@ namespace {
 // instruction after it runs, then #DB reports the next EIP. A REP string
 // instruction traps after every iteration with EIP still on it, so the state
 // at the trap shows one element done (ECX, ESI, EDI, memory); a taken jump
-// reports its target. The registers, flags and memory at the trap are compared.
+// reports its target; after POP SS the trap waits one more instruction. The
+// registers, flags and memory at the trap are compared.
 void gen_single_step(std::vector<Case>& out, Rng& rng) {
   constexpr uint8_t PUSH_IZ = 0x68, POPFD = 0x9d, INC_EAX = 0x40, MOVSB = 0xa4, STOSD = 0xab, CMPSW = 0xa7;
-  constexpr uint8_t JMP_REL8 = 0xeb, LOOP = 0xe2, PUSHFD = 0x9c, ADD_EAX_IB = 0x83;
-  for (int i = 0; i < 240; ++i) {
+  constexpr uint8_t JMP_REL8 = 0xeb, LOOP = 0xe2, PUSHFD = 0x9c, ADD_EAX_IB = 0x83, PUSH_SS = 0x16, POP_SS = 0x17;
+  for (int i = 0; i < 270; ++i) {
     Case c = random_case(rng);
     c.gpr[ESI] = 64 + rng.below(16);
     c.gpr[EDI] = 160 + rng.below(16);
@@ -330,8 +331,11 @@ void gen_single_step(std::vector<Case>& out, Rng& rng) {
     c.mem.resize(256);
     for (auto& b : c.mem) b = uint8_t(rng.below(2));
     Asm x;
+    const bool pop_ss = i % 9 == 8;
+    if (pop_ss) x.op({PUSH_SS});
     x.op({PUSH_IZ}).d32(rng.flags(true) | fl::TF).op({POPFD});
-    switch (i % 8) {
+    switch (i % 9) {
+      case 8: x.op({POP_SS, INC_EAX}); break;  // the interrupt shadow delays the trap past INC (6.8.3)
       case 0: x.op({INC_EAX}); break;
       case 1: x.op({REP, MOVSB}); break;
       case 2: x.op({REP, STOSD}); break;

@@ -168,6 +168,17 @@ NativeRunner::NativeRunner() {
   d.limit_in_pages = 1;
   d.useable = 1;
   m_seg16 = syscall(SYS_modify_ldt, 1, &d, sizeof d) == 0;
+  user_desc lim = d;  // entry 1: SEL_LIMITED
+  lim.entry_number = layout::SEL_LIMITED >> 3;
+  lim.limit = layout::LIMITED_LIMIT;
+  lim.limit_in_pages = 0;
+  m_seg16 = m_seg16 && syscall(SYS_modify_ldt, 1, &lim, sizeof lim) == 0;
+  user_desc down = lim;  // entry 2: SEL_EXPAND_DOWN
+  down.entry_number = layout::SEL_EXPAND_DOWN >> 3;
+  down.base_addr = m_base + layout::EXPAND_DOWN_BASE;
+  down.limit = layout::EXPAND_DOWN_LIMIT;
+  down.contents = MODIFY_LDT_CONTENTS_STACK;  // expand-down data
+  m_seg16 = m_seg16 && syscall(SYS_modify_ldt, 1, &down, sizeof down) == 0;
   uint16_t gs;  // the 64-bit process's GS, restored after every run
   asm volatile("movw %%gs, %0" : "=r"(gs));
   std::memcpy(m_region + SAVED_GS, &gs, 2);

@@ -39,8 +39,9 @@ void gen_enter_leave(std::vector<Case>& out, Rng& rng) {
         out.push_back(std::move(c));
       }
   // Levels 0 and 1 read nothing through EBP: any EBP, so that a 16-bit ENTER
-  // on this 32-bit stack shows that EBP gets all 32 bits of the frame pointer
-  // (SDM ENTER: "IF StackSize = 32 THEN EBP <- FrameTemp").
+  // on this 32-bit stack shows how much of EBP receives the frame pointer. The
+  // SDM's pseudo-code reads "IF StackSize = 32 THEN EBP <- FrameTemp"; the AMD
+  // host writes BP only (the operand size), and the engine follows the host.
   for (unsigned bits : {32u, 16u})
     for (uint32_t level : {0u, 1u, 32u, 33u})
       for (int i = 0; i < 16; ++i) {

@@ -145,6 +145,22 @@ void deliver_with_escalation(Cpu& c, uint8_t vector, EventKind kind, bool has_ec
     try {
       deliver_event(c, vector, kind, has_ec, ec, return_ip);
       return;
+    } catch (const StopInsn&) {
+      // The IDT, a descriptor, the TSS or the stack frame is not RAM. KVM
+      // cannot finish such a delivery either: KVM_EXIT_INTERNAL_ERROR with
+      // suberror DELIVERY_EV and the IDT-vectoring information (vmx.c,
+      // __vmx_handle_exit). Without this the MMIO stop escaped the engine loop
+      // (it is thrown from inside its Fault handler) and KVM_RUN said EFAULT.
+      c.mmio_log.reset();
+      const uint32_t type = kind == EventKind::Exception ? 3 : kind == EventKind::Nmi ? 2
+                            : kind == EventKind::External ? 0 : kind == EventKind::Icebp ? 5 : 4;
+      c.exit = cpu::VcpuExit{};
+      c.exit.reason = cpu::ExitReason::InternalError;
+      c.exit.internal.suberror = cpu::InternalSuberror::DeliveryEv;
+      c.exit.internal.ndata = 1;
+      c.exit.internal.data[0] = 0x80000000u | (has_ec ? 0x800u : 0) | (type << 8) | vector;
+      c.exit_pending = true;
+      return;
     } catch (const Fault& f) {
       uint8_t second = uint8_t(f.vector);
       bool first_is_exc = kind == EventKind::Exception;

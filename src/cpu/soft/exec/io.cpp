@@ -51,8 +51,13 @@ template <typename T>
 void h_in(Cpu& c, const Insn& i) {
   uint16_t port = port_of(c, i);
   check_io(c, port, sizeof(T));
-  if (!pio_ready(c, port, sizeof(T))) pio_wait(c, port, sizeof(T), 1);
   T v;
+  if (c.local && !pio_ready(c, port, sizeof(T)) && c.local->pio(port, sizeof(T), false, &v)) [[unlikely]] {
+    c.set_reg<T>(k_rax, v);  // an in-kernel device (irqchip) answered: no exit
+    advance(c, i);
+    return;
+  }
+  if (!pio_ready(c, port, sizeof(T))) pio_wait(c, port, sizeof(T), 1);
   std::memcpy(&v, c.pio_page, sizeof(T));
   c.priv->pio.state = PendingIo::State::Idle;
   c.set_reg<T>(k_rax, v);
@@ -64,6 +69,11 @@ void h_out(Cpu& c, const Insn& i) {
   uint16_t port = port_of(c, i);
   check_io(c, port, sizeof(T));
   T v = c.reg<T>(k_rax);
+  if (c.local && c.local->pio(port, sizeof(T), true, &v)) [[unlikely]] {
+    advance(c, i);  // an in-kernel device (irqchip, ioeventfd) took it: no exit
+    if (c.local->take_exit(c.exit)) c.exit_pending = true;
+    return;
+  }
   std::memcpy(c.pio_page, &v, sizeof(T));
   io_exit(c, true, port, sizeof(T), 1);
   c.exit_pending = true;
@@ -114,7 +124,7 @@ void h_ins(Cpu& c, const Insn& i) {
     return;
   }
   uint32_t n = 1;
-  if (rep) {
+  if (rep && !(c.eflags_rest & fl::TF)) {  // single-step: one element per trap (SDM vol. 3, 17.3.1.4)
     uint64_t lin = uint32_t(c.seg[k_es].base + di);
     n = uint32_t(std::min<uint64_t>({total, page_room(lin, sz, down), k_pio_page / sz}));
   }
@@ -142,7 +152,7 @@ void h_outs(Cpu& c, const Insn& i) {
   uint64_t si = c.gpr[k_rsi] & m;
   T first = c.read<T>(i.seg, si);
   uint32_t n = 1;
-  if (rep && !c.mmio_log.count) {
+  if (rep && !c.mmio_log.count && !(c.eflags_rest & fl::TF)) {  // single-step: one element per trap
     uint64_t lin = uint32_t(c.seg[i.seg].base + si);
     n = uint32_t(std::min<uint64_t>({total, page_room(lin, sz, down), k_pio_page / sz}));
   }

@@ -1,5 +1,6 @@
 // FPU area entry point: the x87 (x87.cpp), FXSAVE/FXRSTOR and MXCSR
-// (fxsave.cpp, which also holds the KVM FXSAVE-image conversions) and the
+// (fxsave.cpp, which also holds the KVM FXSAVE-image conversions), XSAVE/
+// XRSTOR/XGETBV/XSETBV (xsave.cpp) and the
 // MMX/SSE handlers (simd*.cpp) register here.
 #include "cpu/soft/fpu/fpu.h"
 
@@ -10,6 +11,7 @@ namespace anykvm::soft {
 void register_fpu_handlers(x86::DispatchTable& t) {
   x87::register_x87(t);
   x87::register_fxsr(t);
+  x87::register_xsave(t);
   register_simd_handlers(t);
 }
 }  // namespace anykvm::soft

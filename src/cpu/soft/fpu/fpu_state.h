@@ -22,6 +22,9 @@ struct FpuUnit {
   uint16_t fcs = 0, fds = 0;
   alignas(16) std::array<std::array<uint64_t, 2>, 16> xmm{};
   uint32_t mxcsr = 0x1f80;
+  // XSAVE components (xstate::X87/SSE) last loaded from memory by XRSTOR or
+  // KVM_SET_XSAVE: they stay "in use" (XINUSE) even in their initial values.
+  uint8_t xstate_loaded = 0;
 };
 
 }  // namespace anykvm::soft

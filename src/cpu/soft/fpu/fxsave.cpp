@@ -144,6 +144,7 @@ void fpu_to_fxsave(const FpuUnit& f, uint8_t out[512]) {
 }
 
 void fpu_from_fxsave(FpuUnit& f, const uint8_t in[512]) { from_image(f, in, 16); }
+void fpu_from_fxsave_partial(FpuUnit& f, const uint8_t in[512], unsigned n_xmm) { from_image(f, in, n_xmm); }
 
 void fpu_reset(FpuUnit& f) { f = FpuUnit{}; }
 

@@ -9,6 +9,7 @@ namespace anykvm::soft::x87 {
 
 void register_x87(x86::DispatchTable& t);
 void register_fxsr(x86::DispatchTable& t);
+void register_xsave(x86::DispatchTable& t);  // xsave.cpp
 
 // Guest memory as byte strings, in 8/4/2/1-byte accesses (each goes through
 // the Cpu accessors: limits, paging, MMIO). Offsets wrap at the address size.

@@ -193,6 +193,14 @@ void mmu_mmio(Cpu& c, uint64_t gpa, uint8_t* data, uint32_t len, bool write) {
   op.len = uint8_t(len);
   op.write = write;
   op.done = write;
+  if (c.local && len <= 8 && c.local->mmio(gpa, len, write, data)) [[unlikely]] {
+    // An in-kernel device (IOAPIC, LAPIC, ioeventfd) took it: logged as done
+    // so a re-executed instruction replays it instead of repeating it.
+    op.done = true;
+    std::memcpy(op.data, data, len);
+    if (write && c.local->take_exit(c.exit)) c.exit_pending = true;
+    return;
+  }
   c.exit = cpu::VcpuExit{};
   c.exit.reason = cpu::ExitReason::Mmio;
   c.exit.mmio.gpa = gpa;

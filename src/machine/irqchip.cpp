@@ -1,0 +1,702 @@
+// The in-kernel irqchip: buses, GSI routing, eventfds, timers; see irqchip.h.
+#include "machine/irqchip.h"
+
+#include <fcntl.h>
+#include <linux/kcmp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+namespace anykvm::machine {
+
+using devices::IrqResult;
+
+namespace {
+
+constexpr uint64_t k_ioapic_mmio_len = 0x100;  // IOAPIC_MEM_LENGTH
+constexpr uint64_t k_lapic_mmio_len = 0x1000;  // LAPIC_MMIO_LENGTH
+constexpr uint32_t k_msr_apic_base = 0x1b;
+constexpr size_t k_lapic_lvt0 = size_t(devices::ApicReg::LvtLint0);
+
+bool is_eventfd(int fd) {
+  char link[48], target[64];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof(target) - 1);
+  if (n <= 0) return false;
+  target[n] = 0;
+  return strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
+// -EBADF for a closed fd, -EINVAL for a non-eventfd (eventfd_ctx_fdget).
+int check_eventfd(int fd) {
+  if (fd < 0 || fcntl(fd, F_GETFD) < 0) return -EBADF;
+  return is_eventfd(fd) ? 0 : -EINVAL;
+}
+
+// Same open file (the kernel compares eventfd contexts, not fd numbers).
+bool same_file(int a, int b) {
+  if (a == b) return true;
+  long r = syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, b);
+  return r == 0;
+}
+
+void signal_eventfd(int fd) {
+  uint64_t one = 1;
+  ssize_t r = write(fd, &one, sizeof(one));
+  (void)r;  // EAGAIN at the counter's maximum: the reader is behind anyway
+}
+
+int64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+}  // namespace
+
+// ---- the edges into the devices ----
+
+class Irqchip::Bus final : public devices::ApicBus {
+ public:
+  explicit Bus(Irqchip& chip) : m_chip(chip) {
+    m_router.on_eoi([this](Vector v) { m_chip.on_eoi(v.raw()); });
+    m_router.on_accepted([this](devices::Lapic& l) {
+      for (auto& v : m_chip.m_vcpus)
+        if (&v->lapic() == &l) v->wake();
+    });
+  }
+  void add(devices::Lapic* l) { m_router.add(l); }
+  int deliver(const devices::ApicMessage& msg, devices::Lapic* source) override {
+    int r = m_router.deliver(msg, source);
+    // kvm_irq_delivery_to_apic(_fast)'s count: a fixed interrupt counts for
+    // every software-enabled destination even when its IRR bit was already
+    // set (__apic_accept_irq returns 1), and no destination is 0.
+    using devices::DeliveryMode;
+    if (msg.delivery_mode == DeliveryMode::Fixed || msg.delivery_mode == DeliveryMode::LowestPriority) {
+      int n = 0;
+      for (auto& v : m_chip.m_vcpus)
+        if (v->lapic().matches(msg, source) && v->lapic().sw_enabled()) ++n;
+      return msg.delivery_mode == DeliveryMode::LowestPriority && n ? 1 : n;
+    }
+    return r < 0 ? 0 : r;
+  }
+  void broadcast_eoi(Vector vector) override { m_router.broadcast_eoi(vector); }
+
+ private:
+  Irqchip& m_chip;
+  devices::ApicRouter m_router;
+};
+
+// The master PIC's INT pin: the BSP's LINT0 / INTR (KVM: kvm_pic_update_irq).
+class Irqchip::PicOut final : public devices::IrqLine {
+ public:
+  explicit PicOut(Irqchip& chip) : m_chip(chip) {}
+  void set_level(bool level) override {
+    if (!level) return;
+    for (auto& v : m_chip.m_vcpus) v->wake();
+  }
+
+ private:
+  Irqchip& m_chip;
+};
+
+// PIT OUT0 -> GSI 0 (KVM_PIT_IRQ_SOURCE_ID).
+class Irqchip::PitIrq0 final : public devices::IrqLine {
+ public:
+  explicit PitIrq0(Irqchip& chip) : m_chip(chip) {}
+  void set_level(bool level) override { m_chip.set_irq_locked(0, level, IrqSource::Pit); }
+
+ private:
+  Irqchip& m_chip;
+};
+
+// ---- VcpuIrq ----
+
+VcpuIrq::VcpuIrq(Irqchip& chip, VcpuId id) : m_chip(chip), m_id(id), m_lapic(id, chip.m_clock, *chip.m_bus) {
+  m_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  m_lapic.reset(id.raw() == 0);  // kvm_lapic_reset: BSP is vCPU 0 (KVM_SET_BOOT_CPU_ID not served)
+  m_lapic.set_tsc_khz(1'000'000);  // the engine's TSC runs at 1 GHz
+  if (id.raw() == 0) {
+    // KVM_X86_QUIRK_LINT0_REENABLED (on by default): the BSP's LVT LINT0 is
+    // ExtINT, unmasked, so the PIC reaches the CPU through the enabled LAPIC.
+    devices::LapicState s = m_lapic.get_state();
+    const uint32_t extint = uint32_t(devices::DeliveryMode::ExtInt) << devices::k_delivery_mode_shift;
+    std::memcpy(s.regs + k_lapic_lvt0, &extint, sizeof(extint));
+    m_lapic.set_state(s);
+  }
+}
+
+VcpuIrq::~VcpuIrq() {
+  if (m_wake_fd >= 0) close(m_wake_fd);
+}
+
+void VcpuIrq::wake() {
+  attention.store(true, std::memory_order_seq_cst);
+  if (m_sleeping.load(std::memory_order_seq_cst)) signal_eventfd(m_wake_fd);
+}
+
+bool VcpuIrq::pio(uint16_t port, unsigned size, bool out, void* data) {
+  std::lock_guard<std::mutex> g(m_chip.m_lock);
+  m_chip.m_current = this;
+  bool handled = m_chip.bus_pio(port, size, out, data);
+  if (handled) m_chip.refresh();
+  m_chip.m_current = nullptr;
+  return handled;
+}
+
+bool VcpuIrq::mmio(uint64_t gpa, unsigned len, bool write, void* data) {
+  std::lock_guard<std::mutex> g(m_chip.m_lock);
+  m_chip.m_current = this;
+  bool handled = m_chip.bus_mmio(*this, gpa, len, write, data);
+  if (handled) m_chip.refresh();
+  m_chip.m_current = nullptr;
+  return handled;
+}
+
+bool VcpuIrq::take_exit(cpu::VcpuExit& out) {
+  std::lock_guard<std::mutex> g(m_chip.m_lock);
+  if (!m_eoi_exit) return false;
+  out = cpu::VcpuExit{};
+  out.reason = cpu::ExitReason::IoapicEoi;
+  out.eoi_vector = *m_eoi_exit;
+  m_eoi_exit.reset();
+  return true;
+}
+
+int VcpuIrq::take_interrupt() {
+  std::lock_guard<std::mutex> g(m_chip.m_lock);
+  attention.store(false, std::memory_order_relaxed);
+  int vec = -1;
+  if (m_lapic.has_interrupt()) {
+    vec = m_lapic.acknowledge().raw();
+  } else if (m_chip.full() && m_id.raw() == 0 && m_lapic.accepts_pic_interrupts() && m_chip.m_pic->has_interrupt()) {
+    vec = m_chip.m_pic->acknowledge().raw();  // ExtINT: the PIC's INTA cycles
+  }
+  m_chip.refresh();  // more pending: attention again
+  return vec;
+}
+
+bool VcpuIrq::wait_halted(const cpu::RunControl& ctl, bool if_flag) {
+  // Signals are blocked between the checks and ppoll, which unblocks them
+  // atomically, so a kick that lands in between is not lost.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  const sigset_t* mask = (m_sigmask && *m_sigmask) ? &**m_sigmask : &old;
+  bool woke = false;
+  for (;;) {
+    m_sleeping.store(true, std::memory_order_seq_cst);
+    if (ctl.stop_requested()) break;
+    if (if_flag) {
+      std::lock_guard<std::mutex> g(m_chip.m_lock);
+      if (m_chip.deliverable(*this)) {
+        woke = true;
+        break;
+      }
+    }
+    pollfd p{m_wake_fd, POLLIN, 0};
+    int r = ppoll(&p, 1, nullptr, mask);
+    if (r < 0 && errno == EINTR) break;  // any signal ends KVM_RUN (-EINTR), as Linux
+    uint64_t drained;
+    ssize_t n = read(m_wake_fd, &drained, sizeof(drained));
+    (void)n;
+  }
+  m_sleeping.store(false, std::memory_order_relaxed);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (woke) attention.store(true, std::memory_order_relaxed);
+  return woke;
+}
+
+int VcpuIrq::msr_read(uint32_t index, uint64_t& value, bool) {
+  if (index == k_msr_apic_base) {
+    std::lock_guard<std::mutex> g(m_chip.m_lock);
+    value = m_lapic.apic_base();
+    return 1;
+  }
+  if (devices::Lapic::is_x2apic_msr(index)) {
+    std::lock_guard<std::mutex> g(m_chip.m_lock);
+    std::optional<uint64_t> v = m_lapic.read_msr(index);
+    if (!v) return -1;
+    value = *v;
+    return 1;
+  }
+  return 0;
+}
+
+int VcpuIrq::msr_write(uint32_t index, uint64_t value, bool host) {
+  if (index != k_msr_apic_base && !devices::Lapic::is_x2apic_msr(index)) return 0;
+  std::lock_guard<std::mutex> g(m_chip.m_lock);
+  m_chip.m_current = this;
+  bool ok = index == k_msr_apic_base ? m_lapic.set_apic_base(value, host) : m_lapic.write_msr(index, value);
+  m_chip.refresh();
+  m_chip.m_current = nullptr;
+  return ok ? 1 : -1;
+}
+
+// ---- Irqchip ----
+
+Irqchip::Irqchip(IrqchipMode mode) : m_mode(mode) {
+  m_bus = std::make_unique<Bus>(*this);
+  if (full()) {
+    m_pic = std::make_unique<devices::PicPair>();
+    m_pic_out = std::make_unique<PicOut>(*this);
+    m_pic->set_output(m_pic_out.get());
+    m_ioapic = std::make_unique<devices::Ioapic>(*m_bus);
+    for (const GsiRoute& r : default_routes()) m_routes.emplace(r.gsi, r);
+  }
+  m_epoll = epoll_create1(EPOLL_CLOEXEC);
+  m_timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  m_stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = m_timerfd;
+  epoll_ctl(m_epoll, EPOLL_CTL_ADD, m_timerfd, &ev);
+  ev.data.fd = m_stopfd;
+  epoll_ctl(m_epoll, EPOLL_CTL_ADD, m_stopfd, &ev);
+  m_thread = std::thread([this] { worker(); });
+}
+
+Irqchip::~Irqchip() {
+  signal_eventfd(m_stopfd);
+  if (m_thread.joinable()) m_thread.join();
+  for (Irqfd& f : m_irqfds) {
+    close(f.fd);
+    if (f.resamplefd >= 0) close(f.resamplefd);
+  }
+  for (Ioeventfd& e : m_ioeventfds) close(e.args.fd);
+  close(m_epoll);
+  close(m_timerfd);
+  close(m_stopfd);
+}
+
+std::vector<GsiRoute> Irqchip::default_routes() {
+  // kvm_setup_default_irq_routing (irq_comm.c): GSI 0-15 to the PIC pin and
+  // the IOAPIC pin of the same number, GSI 16-23 to the IOAPIC.
+  std::vector<GsiRoute> r;
+  for (uint32_t gsi = 0; gsi < devices::k_ioapic_pins; ++gsi) {
+    if (gsi < 16) {
+      GsiRoute p;
+      p.gsi = gsi;
+      p.chip = gsi < 8 ? IrqchipId::PicMaster : IrqchipId::PicSlave;
+      p.pin = gsi % 8;
+      r.push_back(p);
+    }
+    GsiRoute io;
+    io.gsi = gsi;
+    io.chip = IrqchipId::Ioapic;
+    io.pin = gsi;
+    r.push_back(io);
+  }
+  return r;
+}
+
+VcpuIrq* Irqchip::add_vcpu(VcpuId id) {
+  std::lock_guard<std::mutex> g(m_lock);
+  m_vcpus.push_back(std::make_unique<VcpuIrq>(*this, id));
+  VcpuIrq* v = m_vcpus.back().get();
+  m_bus->add(&v->lapic());
+  return v;
+}
+
+int Irqchip::set_irq(uint32_t gsi, bool level, IrqSource source) {
+  std::lock_guard<std::mutex> g(m_lock);
+  note_external_event();
+  int r = set_irq_locked(gsi, level, source);
+  refresh();
+  return r;
+}
+
+int Irqchip::set_irq_locked(uint32_t gsi, bool level, IrqSource source) {
+  // kvm_set_irq: every route of the GSI; the status is the sum of the
+  // non-negative results, -1 if all were masked (or there is no route).
+  uint8_t& lv = m_gsi_levels[gsi];
+  const uint8_t bit = uint8_t(1u << unsigned(source));
+  lv = level ? (lv | bit) : (lv & ~bit);
+  const bool line = lv != 0;
+  int ret = -1;
+  auto [b, e] = m_routes.equal_range(gsi);
+  for (auto it = b; it != e; ++it) {
+    const GsiRoute& r = it->second;
+    int res = -1;
+    if (r.kind == GsiRoute::Kind::Msi) {
+      res = line ? deliver_msi(r.msi_address, r.msi_data) : -1;
+    } else if (r.chip == IrqchipId::Ioapic) {
+      if (m_ioapic && r.pin < devices::k_ioapic_pins) res = int(m_ioapic->set_irq(r.pin, line));
+    } else if (m_pic) {
+      unsigned irq = r.pin + (r.chip == IrqchipId::PicSlave ? 8 : 0);
+      res = int(m_pic->set_irq(irq, line));
+    }
+    if (res < 0) continue;
+    ret = res + (ret < 0 ? 0 : ret);
+  }
+  return ret;
+}
+
+int Irqchip::deliver_msi(uint64_t address, uint32_t data) {
+  devices::ApicMessage m = devices::msi_message(address, data, false);
+  return m_bus->deliver(m, nullptr);
+}
+
+int Irqchip::signal_msi(uint64_t address, uint32_t data) {
+  std::lock_guard<std::mutex> g(m_lock);
+  note_external_event();
+  int r = deliver_msi(address, data);
+  refresh();
+  return r;
+}
+
+void Irqchip::set_routing(std::vector<GsiRoute> routes) {
+  std::lock_guard<std::mutex> g(m_lock);
+  m_routes.clear();
+  for (GsiRoute& r : routes) m_routes.emplace(r.gsi, r);
+}
+
+devices::PicChipState Irqchip::get_pic(devices::PicPair::Chip c) {
+  std::lock_guard<std::mutex> g(m_lock);
+  return m_pic->get_state(c);
+}
+
+void Irqchip::set_pic(devices::PicPair::Chip c, const devices::PicChipState& s) {
+  std::lock_guard<std::mutex> g(m_lock);
+  m_pic->set_state(c, s);
+  refresh();
+}
+
+devices::IoapicState Irqchip::get_ioapic() {
+  std::lock_guard<std::mutex> g(m_lock);
+  return m_ioapic->get_state();
+}
+
+void Irqchip::set_ioapic(const devices::IoapicState& s) {
+  std::lock_guard<std::mutex> g(m_lock);
+  m_ioapic->set_state(s);
+  refresh();
+}
+
+Result<void> Irqchip::create_pit(bool speaker_dummy) {
+  std::lock_guard<std::mutex> g(m_lock);
+  if (m_pit) return err(EEXIST);
+  m_pit_irq0 = std::make_unique<PitIrq0>(*this);
+  m_pit = std::make_unique<devices::Pit>(m_clock, m_pit_irq0.get());
+  m_pit->set_reinject(false);  // see irqchip.h: no ack notifier for edge EOIs yet
+  m_pit_speaker = speaker_dummy;
+  return {};
+}
+
+bool Irqchip::has_pit() {
+  std::lock_guard<std::mutex> g(m_lock);
+  return m_pit != nullptr;
+}
+
+devices::PitState Irqchip::get_pit() {
+  std::lock_guard<std::mutex> g(m_lock);
+  return m_pit->get_state();
+}
+
+void Irqchip::set_pit(const devices::PitState& s) {
+  std::lock_guard<std::mutex> g(m_lock);
+  m_pit->set_state(s);
+  refresh();
+}
+
+void Irqchip::set_pit_reinject(bool) {
+  // Accepted and ignored: reinjection is not modelled (irqchip.h).
+}
+
+devices::LapicState Irqchip::get_lapic(VcpuIrq& v) {
+  std::lock_guard<std::mutex> g(m_lock);
+  return v.lapic().get_state();
+}
+
+void Irqchip::set_lapic(VcpuIrq& v, const devices::LapicState& s) {
+  std::lock_guard<std::mutex> g(m_lock);
+  v.lapic().set_state(s);
+  refresh();
+}
+
+uint64_t Irqchip::apic_base(VcpuIrq& v) {
+  std::lock_guard<std::mutex> g(m_lock);
+  return v.lapic().apic_base();
+}
+
+bool Irqchip::set_apic_base(VcpuIrq& v, uint64_t value) {
+  std::lock_guard<std::mutex> g(m_lock);
+  bool ok = v.lapic().set_apic_base(value, true);
+  refresh();
+  return ok;
+}
+
+uint8_t Irqchip::cr8(VcpuIrq& v) {
+  std::lock_guard<std::mutex> g(m_lock);
+  return v.lapic().cr8();
+}
+
+void Irqchip::set_cr8(VcpuIrq& v, uint8_t value) {
+  std::lock_guard<std::mutex> g(m_lock);
+  v.lapic().set_cr8(value);
+  refresh();
+}
+
+// ---- buses ----
+
+bool Irqchip::bus_pio(uint16_t port, unsigned size, bool out, void* data) {
+  if (out && ioeventfd_write(true, port, size, data)) return true;
+  if (m_pic && devices::PicPair::handles_port(Port(port))) {
+    // picdev_read/write: only byte accesses do anything; others are swallowed.
+    if (out) {
+      if (size == 1) m_pic->write_port(Port(port), *static_cast<uint8_t*>(data));
+    } else {
+      std::memset(data, 0, size);
+      if (size == 1) *static_cast<uint8_t*>(data) = m_pic->read_port(Port(port));
+    }
+    return true;
+  }
+  if (m_pit && devices::Pit::handles_port(Port(port)) && (port != devices::Pit::k_port_speaker || m_pit_speaker)) {
+    // pit_ioport_read/write: the low byte of any size.
+    if (out) {
+      m_pit->write_port(Port(port), *static_cast<uint8_t*>(data));
+    } else {
+      std::memset(data, 0, size);
+      *static_cast<uint8_t*>(data) = m_pit->read_port(Port(port));
+    }
+    return true;
+  }
+  return false;
+}
+
+bool Irqchip::bus_mmio(VcpuIrq& from, uint64_t gpa, unsigned len, bool write, void* data) {
+  devices::Lapic& l = from.lapic();
+  if (l.mmio_enabled() && gpa >= l.mmio_base().raw() && gpa < l.mmio_base().raw() + k_lapic_mmio_len) {
+    uint32_t off = uint32_t(gpa - l.mmio_base().raw());
+    if (write) {
+      uint32_t v = 0;
+      std::memcpy(&v, data, std::min(len, 4u));
+      if (len <= 4) l.mmio_write(off, v, len);
+    } else {
+      std::memset(data, 0, len);
+      uint32_t v = len <= 4 ? l.mmio_read(off, len) : 0;
+      std::memcpy(data, &v, std::min(len, 4u));
+    }
+    return true;
+  }
+  if (m_ioapic && gpa >= m_ioapic->base().raw() && gpa < m_ioapic->base().raw() + k_ioapic_mmio_len) {
+    uint32_t off = uint32_t(gpa - m_ioapic->base().raw());
+    if (write) {
+      uint32_t v = 0;
+      std::memcpy(&v, data, std::min(len, 4u));
+      m_ioapic->mmio_write(off, v, len);
+    } else {
+      std::memset(data, 0, len);
+      uint32_t v = m_ioapic->mmio_read(off, len);
+      std::memcpy(data, &v, std::min(len, 4u));
+    }
+    return true;
+  }
+  return write && ioeventfd_write(false, gpa, len, data);
+}
+
+bool Irqchip::ioeventfd_write(bool pio, uint64_t addr, unsigned len, const void* data) {
+  // ioeventfd_in_range: same address, same length (or a length-0 "any"),
+  // and the data matches when a datamatch was given.
+  for (const Ioeventfd& e : m_ioeventfds) {
+    const IoeventfdArgs& a = e.args;
+    if (a.pio != pio || a.addr != addr) continue;
+    if (a.len && a.len != len) continue;
+    if (a.datamatch) {
+      uint64_t v = 0;
+      std::memcpy(&v, data, std::min(len, 8u));
+      if (v != *a.datamatch) continue;
+    }
+    signal_eventfd(a.fd);
+    return true;
+  }
+  return false;
+}
+
+// ---- EOI and interrupts ----
+
+void Irqchip::on_eoi(uint8_t vector) {
+  if (!full()) {
+    // Split: the IOAPIC is in user space (kvm_ioapic_send_eoi -> KVM_REQ_IOAPIC_EOI_EXIT).
+    if (m_current) m_current->post_eoi_exit(vector);
+    return;
+  }
+  // Ack notifiers before remote IRR clears (kvm_ioapic_update_eoi_one):
+  // irqfd resample de-asserts its level and signals the resamplefd.
+  const devices::IoapicState& s = m_ioapic->get_state();
+  for (unsigned pin = 0; pin < devices::k_ioapic_pins; ++pin) {
+    if ((s.redirtbl[pin] & devices::bits(devices::Redir::VectorMask)) != vector) continue;
+    for (auto& [gsi, r] : m_routes) {
+      if (r.kind != GsiRoute::Kind::Irqchip || r.chip != IrqchipId::Ioapic || r.pin != pin) continue;
+      for (Irqfd& f : m_irqfds) {
+        if (f.gsi != gsi || f.resamplefd < 0 || !f.asserted) continue;
+        f.asserted = false;
+        set_irq_locked(gsi, false, IrqSource::Resample);
+        signal_eventfd(f.resamplefd);
+      }
+    }
+  }
+  m_ioapic->eoi(Vector(vector));
+}
+
+void Irqchip::note_external_event() {
+  for (auto& v : m_vcpus) v->note_external_event();
+}
+
+bool Irqchip::deliverable(VcpuIrq& v) {
+  if (v.lapic().has_interrupt()) return true;
+  return full() && v.id().raw() == 0 && v.lapic().accepts_pic_interrupts() && m_pic->has_interrupt();
+}
+
+void Irqchip::refresh() {
+  for (auto& v : m_vcpus)
+    if (deliverable(*v)) v->wake();
+  rearm_timer();
+}
+
+void Irqchip::rearm_timer() {
+  std::optional<Nanoseconds> next;
+  auto take = [&](std::optional<Nanoseconds> t) {
+    if (t && (!next || *t < *next)) next = t;
+  };
+  if (m_pit) take(m_pit->next_event());
+  for (auto& v : m_vcpus) take(v->lapic().next_timer_deadline());
+  int64_t want = next ? std::max<int64_t>(next->value, 1) : -1;
+  if (want == m_armed_ns) return;
+  m_armed_ns = want;
+  itimerspec its{};
+  if (want > 0) {
+    its.it_value.tv_sec = want / 1'000'000'000;
+    its.it_value.tv_nsec = want % 1'000'000'000;
+  }
+  timerfd_settime(m_timerfd, TFD_TIMER_ABSTIME, &its, nullptr);
+}
+
+void Irqchip::worker() {
+  epoll_event evs[16];
+  for (;;) {
+    int n = epoll_wait(m_epoll, evs, 16, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    std::lock_guard<std::mutex> g(m_lock);
+    for (int i = 0; i < n; ++i) {
+      int fd = evs[i].data.fd;
+      uint64_t count;
+      if (fd == m_stopfd) return;
+      if (fd == m_timerfd) {
+        ssize_t r = read(m_timerfd, &count, sizeof(count));
+        (void)r;
+        m_armed_ns = -1;  // fired: rearm_timer sets the next one
+        if (m_pit) m_pit->update();
+        for (auto& v : m_vcpus) v->lapic().update();
+        continue;
+      }
+      for (Irqfd& f : m_irqfds) {
+        if (f.fd != fd) continue;
+        if (read(f.fd, &count, sizeof(count)) != sizeof(count)) break;
+        note_external_event();
+        if (f.resamplefd >= 0) {
+          // Level until the guest's EOI (on_eoi de-asserts and signals resamplefd).
+          f.asserted = true;
+          set_irq_locked(f.gsi, true, IrqSource::Resample);
+        } else {
+          set_irq_locked(f.gsi, true, IrqSource::User);  // irqfd_inject: a pulse
+          set_irq_locked(f.gsi, false, IrqSource::User);
+        }
+        break;
+      }
+    }
+    (void)now_ns;
+    refresh();
+  }
+}
+
+// ---- eventfd registration ----
+
+int Irqchip::irqfd(int fd, uint32_t gsi, bool deassign, std::optional<int> resamplefd) {
+  if (int r = check_eventfd(fd)) return r;
+  std::lock_guard<std::mutex> g(m_lock);
+  if (deassign) {
+    // kvm_irqfd_deassign: 0 whether or not one matched.
+    for (size_t i = 0; i < m_irqfds.size(); ++i) {
+      if (m_irqfds[i].gsi != gsi || !same_file(m_irqfds[i].fd, fd)) continue;
+      Irqfd f = m_irqfds[i];
+      m_irqfds.erase(m_irqfds.begin() + long(i));
+      epoll_ctl(m_epoll, EPOLL_CTL_DEL, f.fd, nullptr);
+      if (f.asserted) set_irq_locked(f.gsi, false, IrqSource::Resample);
+      close(f.fd);
+      if (f.resamplefd >= 0) close(f.resamplefd);
+      break;
+    }
+    refresh();
+    return 0;
+  }
+  if (resamplefd) {
+    if (int r = check_eventfd(*resamplefd)) return r;
+  }
+  for (const Irqfd& f : m_irqfds)
+    if (same_file(f.fd, fd)) return -EBUSY;  // this eventfd already feeds a GSI
+  Irqfd f;
+  f.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (f.fd < 0) return -errno;
+  f.gsi = gsi;
+  if (resamplefd) f.resamplefd = fcntl(*resamplefd, F_DUPFD_CLOEXEC, 0);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = f.fd;
+  if (epoll_ctl(m_epoll, EPOLL_CTL_ADD, f.fd, &ev) != 0) {
+    int e = errno;
+    close(f.fd);
+    if (f.resamplefd >= 0) close(f.resamplefd);
+    return -e;
+  }
+  m_irqfds.push_back(f);  // a count already in the eventfd is injected by the worker
+  return 0;
+}
+
+int Irqchip::ioeventfd_assign(const IoeventfdArgs& a) {
+  if (int r = check_eventfd(a.fd)) return r;
+  std::lock_guard<std::mutex> g(m_lock);
+  // ioeventfd_check_collision.
+  for (const Ioeventfd& e : m_ioeventfds) {
+    const IoeventfdArgs& b = e.args;
+    if (b.pio != a.pio || b.addr != a.addr) continue;
+    if (!b.len || !a.len || (b.len == a.len && (!b.datamatch || !a.datamatch || *b.datamatch == *a.datamatch)))
+      return -EEXIST;
+  }
+  if (m_ioeventfds.size() >= 1000) return -ENOSPC;  // NR_IOBUS_DEVS
+  Ioeventfd e;
+  e.args = a;
+  e.args.fd = fcntl(a.fd, F_DUPFD_CLOEXEC, 0);
+  if (e.args.fd < 0) return -errno;
+  m_ioeventfds.push_back(e);
+  return 0;
+}
+
+int Irqchip::ioeventfd_deassign(const IoeventfdArgs& a) {
+  if (int r = check_eventfd(a.fd)) return r;
+  std::lock_guard<std::mutex> g(m_lock);
+  for (size_t i = 0; i < m_ioeventfds.size(); ++i) {
+    const IoeventfdArgs& b = m_ioeventfds[i].args;
+    if (b.pio != a.pio || b.addr != a.addr || b.len != a.len) continue;
+    if (b.datamatch.has_value() != a.datamatch.has_value()) continue;
+    if (a.datamatch && *a.datamatch != *b.datamatch) continue;
+    if (!same_file(b.fd, a.fd)) continue;
+    close(b.fd);
+    m_ioeventfds.erase(m_ioeventfds.begin() + long(i));
+    return 0;
+  }
+  return -ENOENT;
+}
+
+}  // namespace anykvm::machine
