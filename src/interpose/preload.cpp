@@ -225,15 +225,19 @@ __attribute__((visibility("default"))) int dup3(int fd, int fd2, int flags) {
   return r;
 }
 
+// F_DUPFD and F_DUPFD_CLOEXEC make a new fd to the same object.
+static int after_fcntl(int fd, int cmd, int r) {
+  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) anykvm::kvmapi::on_dup(fd, r);
+  return r;
+}
+
 __attribute__((visibility("default"))) int fcntl(int fd, int cmd, ...) {
   va_list ap;
   va_start(ap, cmd);
   unsigned long arg = va_arg(ap, unsigned long);
   va_end(ap);
   NEXT(fcntl);
-  int r = real(fd, cmd, arg);
-  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) anykvm::kvmapi::on_dup(fd, r);
-  return r;
+  return after_fcntl(fd, cmd, real(fd, cmd, arg));
 }
 
 __attribute__((visibility("default"))) int fcntl64(int fd, int cmd, ...) {
@@ -242,9 +246,7 @@ __attribute__((visibility("default"))) int fcntl64(int fd, int cmd, ...) {
   unsigned long arg = va_arg(ap, unsigned long);
   va_end(ap);
   NEXT(fcntl64);
-  int r = real(fd, cmd, arg);
-  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) anykvm::kvmapi::on_dup(fd, r);
-  return r;
+  return after_fcntl(fd, cmd, real(fd, cmd, arg));
 }
 
 // ---- stat family: /dev/kvm is a world-usable character device 10:232 ----

@@ -30,4 +30,8 @@ long ioctl_Vcpu_SET_LAPIC(Handle& h, unsigned long arg);
 long ioctl_Vcpu_TPR_ACCESS_REPORTING(Handle& h, unsigned long arg);
 long ioctl_Vcpu_SET_VAPIC_ADDR(Handle& h, unsigned long arg);
 
+// The entries of a struct kvm_cpuid2 at user address `arg` (after its header),
+// for KVM_GET_SUPPORTED_CPUID and KVM_GET_CPUID2. False: EFAULT.
+bool copy_cpuid_entries_to_user(unsigned long arg, const std::vector<cpu::CpuidEntry>& list);
+
 }  // namespace anykvm::kvmapi

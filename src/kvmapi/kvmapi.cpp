@@ -144,19 +144,8 @@ long ioctl_Sys_GET_SUPPORTED_CPUID(Handle&, unsigned long arg) {
   if (hdr.nent > k_max_cpuid_entries) hdr.nent = k_max_cpuid_entries;
   const std::vector<cpu::CpuidEntry> list = cpu::soft_supported_cpuid();
   if (list.size() > hdr.nent) return -E2BIG;
-  std::vector<kvm_cpuid_entry2> out(list.size());
-  for (size_t i = 0; i < list.size(); ++i) {
-    out[i] = kvm_cpuid_entry2{};
-    out[i].function = list[i].function;
-    out[i].index = list[i].index;
-    out[i].flags = list[i].flags;
-    out[i].eax = list[i].eax;
-    out[i].ebx = list[i].ebx;
-    out[i].ecx = list[i].ecx;
-    out[i].edx = list[i].edx;
-  }
   hdr.nent = uint32_t(list.size());
-  if (!copy_to_user(arg + anykvm_off_cpuid2_entries, out.data(), out.size() * sizeof(kvm_cpuid_entry2))) return -EFAULT;
+  if (!copy_cpuid_entries_to_user(arg, list)) return -EFAULT;
   if (!copy_to_user(arg, &hdr, anykvm_off_cpuid2_entries)) return -EFAULT;
   return 0;
 }

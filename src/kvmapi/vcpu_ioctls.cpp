@@ -414,20 +414,10 @@ long ioctl_Vcpu_GET_CPUID2(Handle& h, unsigned long arg) {
   // kvm_vcpu_ioctl_get_cpuid2 (6.1): E2BIG without copying the count back;
   // on success the header is copied back unchanged (later kernels set nent).
   if (hdr.nent < tab.size()) return -E2BIG;
-  std::vector<kvm_cpuid_entry2> e(tab.size());
-  for (size_t i = 0; i < tab.size(); ++i) {
-    e[i] = kvm_cpuid_entry2{};
-    e[i].function = tab[i].function;
-    e[i].index = tab[i].index;
-    e[i].flags = tab[i].flags;
-    e[i].eax = tab[i].eax;
-    e[i].ebx = tab[i].ebx;
-    e[i].ecx = tab[i].ecx;
-    e[i].edx = tab[i].edx;
-  }
-  if (!copy_to_user(arg + anykvm_off_cpuid2_entries, e.data(), e.size() * sizeof(kvm_cpuid_entry2))) return -EFAULT;
+  if (!copy_cpuid_entries_to_user(arg, tab)) return -EFAULT;
   return copy_to_user(arg, &hdr, anykvm_off_cpuid2_entries) ? 0 : -EFAULT;
 }
+
 
 long ioctl_Vcpu_GET_MP_STATE(Handle& h, unsigned long arg) {
   kvm_mp_state m{uint32_t(vcpu_of(h).backend().get_mp_state())};
@@ -693,6 +683,21 @@ long vcpu_ioctl(Handle& h, uint32_t req, unsigned long arg) {
     }
   }
   return -ENOTTY;
+}
+
+bool copy_cpuid_entries_to_user(unsigned long arg, const std::vector<cpu::CpuidEntry>& list) {
+  std::vector<kvm_cpuid_entry2> e(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    e[i] = kvm_cpuid_entry2{};
+    e[i].function = list[i].function;
+    e[i].index = list[i].index;
+    e[i].flags = list[i].flags;
+    e[i].eax = list[i].eax;
+    e[i].ebx = list[i].ebx;
+    e[i].ecx = list[i].ecx;
+    e[i].edx = list[i].edx;
+  }
+  return copy_to_user(arg + anykvm_off_cpuid2_entries, e.data(), e.size() * sizeof(kvm_cpuid_entry2));
 }
 
 }  // namespace anykvm::kvmapi
