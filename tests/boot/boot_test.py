@@ -35,6 +35,30 @@ SKIP = 77
 FAIL_ON = ["KVM internal error", "kvm run failed", "KVM: entry failed", "Kernel panic"]
 
 
+# A floating-point program (busybox awk computes in doubles) run in the guest must
+# print what the same busybox binary prints when the host CPU runs it: the guest's
+# busybox is static i386, so the host (x86-64 with 32-bit support) runs it natively.
+FP_PROGRAM = ('BEGIN{s=0;t=1;for(i=1;i<=3000;i++){s+=1/(i*i);t=t*1.0001+i/(i+0.5)};'
+              'printf "fp-%.17g-%.17g-%.6e\\n",s,t,s/t}')
+
+
+def fp_steps(initrd, workdir):
+    bb = os.path.join(workdir, "bin", "busybox")
+    try:
+        subprocess.run("zcat '%s' | cpio -id bin/busybox" % initrd, shell=True, cwd=workdir, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        want = subprocess.run([bb, "awk", FP_PROGRAM], capture_output=True, text=True, check=True,
+                              timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        print("note: the host cannot run the guest's busybox (%s): no floating-point comparison" % e)
+        return []
+    if not want.startswith("fp-"):
+        print("note: unexpected host output %r: no floating-point comparison" % want)
+        return []
+    print("floating-point check: the host prints %s" % want, flush=True)
+    return ["--send", "busybox awk '%s'" % FP_PROGRAM, "--expect", want]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("guest", choices=["floppy", "debian686", "vga"])
@@ -92,8 +116,9 @@ def main():
             steps = ["--expect", "anykvm-guest-ready", "--expect", "# ",
                      "--send", "uname -a", "--expect", "i686 GNU/Linux",
                      "--send", "ls /", "--expect", "proc",
-                     "--send", "echo $((6*7))", "--expect", "42",
-                     "--send", "poweroff -f", "--wait-exit"]
+                     "--send", "echo $((6*7))", "--expect", "42"]
+            steps += fp_steps(initrd, workdir)
+            steps += ["--send", "poweroff -f", "--wait-exit"]
         else:
             # A QMP socket path must stay short (sun_path): keep it out of the build tree.
             sockdir = tempfile.mkdtemp(prefix="anykvm-qmp.")
