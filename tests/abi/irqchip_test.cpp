@@ -32,7 +32,7 @@ class Irqchip : public Abi {
     IrqGuest g;
     m_ram.push_back(std::make_unique<GuestMem>(0x8000));
     g.ram = m_ram.back()->ptr;
-    std::memcpy(g.ram + 0x1000, code.data(), code.size());
+    if (!code.empty()) std::memcpy(g.ram + 0x1000, code.data(), code.size());
     g.vm = create_vm();
     if (split) {
       kvm_enable_cap cap{};
