@@ -478,7 +478,9 @@ TEST_P(Irqchip, IoeventfdRules) {
   a.fd = 1000;  // not open
   EXPECT_EQ(io(vm, KVM_IOEVENTFD, &a), -EBADF);
   a.fd = vm;  // not an eventfd
-  if (!on_linux()) EXPECT_EQ(io(vm, KVM_IOEVENTFD, &a), -EINVAL);
+  if (!on_linux()) {
+    EXPECT_EQ(io(vm, KVM_IOEVENTFD, &a), -EINVAL);
+  }
   EXPECT_EQ(io(vm, KVM_IOEVENTFD, bad_ptr()), -EFAULT);
   for (int fd : efd) ::close(fd);
 }
