@@ -132,6 +132,8 @@ class Abi : public ::testing::TestWithParam<const char*> {
     GuestMem* code = nullptr;
   };
   Guest real_mode_guest(const std::vector<uint8_t>& code, uint32_t code_slot = 0);
+  // CS base 0, IP 0x1000, RFLAGS 2: the start state of real_mode_guest().
+  void start_real_mode_at_0x1000(int vcpu);
   long run(const Guest& g) { return io(g.vcpu, KVM_RUN, 0ul); }
   // A caps.def row was proven by this (anykvm) test, if it passed.
   void prove(const char* cap) {

@@ -198,16 +198,20 @@ Abi::Guest Abi::real_mode_guest(const std::vector<uint8_t>& code, uint32_t code_
   EXPECT_EQ(set_region(g.vm, code_slot, 0, 0x1000, 4096, g.code->uaddr()), 0);
   g.vcpu = create_vcpu(g.vm, 0);
   g.run = map_run(g.vcpu);
+  start_real_mode_at_0x1000(g.vcpu);
+  return g;
+}
+
+void Abi::start_real_mode_at_0x1000(int vcpu) {
   kvm_sregs s;
-  EXPECT_EQ(io(g.vcpu, KVM_GET_SREGS, &s), 0);
+  EXPECT_EQ(io(vcpu, KVM_GET_SREGS, &s), 0);
   s.cs.base = 0;
   s.cs.selector = 0;
-  EXPECT_EQ(io(g.vcpu, KVM_SET_SREGS, &s), 0);
+  EXPECT_EQ(io(vcpu, KVM_SET_SREGS, &s), 0);
   kvm_regs r{};
   r.rip = 0x1000;
   r.rflags = 2;
-  EXPECT_EQ(io(g.vcpu, KVM_SET_REGS, &r), 0);
-  return g;
+  EXPECT_EQ(io(vcpu, KVM_SET_REGS, &r), 0);
 }
 
 }  // namespace abitest

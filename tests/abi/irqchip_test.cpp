@@ -49,15 +49,7 @@ class Irqchip : public Abi {
     EXPECT_EQ(set_region(g.vm, 0, 0, 0, 0x8000, m_ram.back()->uaddr()), 0);
     g.vcpu = create_vcpu(g.vm, 0);
     g.run = map_run(g.vcpu);
-    kvm_sregs s;
-    EXPECT_EQ(io(g.vcpu, KVM_GET_SREGS, &s), 0);
-    s.cs.base = 0;
-    s.cs.selector = 0;
-    EXPECT_EQ(io(g.vcpu, KVM_SET_SREGS, &s), 0);
-    kvm_regs r{};
-    r.rip = 0x1000;
-    r.rflags = 2;
-    EXPECT_EQ(io(g.vcpu, KVM_SET_REGS, &r), 0);
+    start_real_mode_at_0x1000(g.vcpu);
     return g;
   }
   // KVM_RUN until an exit other than EINTR; the OUT port and its 16-bit value.
