@@ -98,14 +98,37 @@ class LocalDevices {
   // (IF=1 as given), the stop flags or a signal. true: an interrupt woke it.
   virtual bool wait_halted(const RunControl& ctl, bool if_flag) = 0;
   // IA32_APIC_BASE, x2APIC 0x800-0x8ff, TSC_DEADLINE: 0 = not a LAPIC MSR,
-  // 1 = done, -1 = #GP (guest) / refused (host).
-  virtual int msr_read(uint32_t index, uint64_t& value, bool host) = 0;
-  virtual int msr_write(uint32_t index, uint64_t value, bool host) = 0;
+  // 1 = done, -1 = #GP (guest) / refused (host). `guest_tsc`: the guest's TSC
+  // now, for IA32_TSC_DEADLINE (k_msr_tsc_deadline; 0 for other MSRs).
+  static constexpr uint32_t k_msr_tsc_deadline = 0x6e0;
+  virtual int msr_read(uint32_t index, uint64_t& value, bool host, uint64_t guest_tsc) = 0;
+  virtual int msr_write(uint32_t index, uint64_t value, bool host, uint64_t guest_tsc) = 0;
   // True once after user space raised an interrupt (KVM_IRQ_LINE, KVM_SIGNAL_MSI,
   // an irqfd) without the vCPU leaving KVM_RUN: the guest may now run code
   // that user space wrote meanwhile (a disk DMA), so the engine revalidates
   // its decoded blocks as it does at every KVM_RUN entry.
   virtual bool take_external_event() = 0;
+  // x87 FERR# with CR0.NE = 0 (SDM vol. 1, 8.7 and D.2): a waiting FP/MMX
+  // instruction found an unmasked exception pending (FSW.ES). A PC's chipset
+  // turns FERR# into IRQ 13 and a write to port 0xF0 asserts IGNNE#.
+  // Mf: no chipset to signal (no in-kernel PIC): raise #MF as Linux KVM does.
+  // Ignore: IGNNE# is asserted, the instruction runs. Wait: FERR# is asserted
+  // (IRQ 13 raised on the first assertion); the CPU freezes until an interrupt.
+  enum class FerrAction : uint8_t { Mf, Ignore, Wait };
+  virtual FerrAction fpu_error() { return FerrAction::Mf; }
+  // FSW.ES was found clear after a Wait or Ignore: FERR# (and IGNNE#) deassert.
+  virtual void fpu_error_clear() {}
+  // NMI, INIT and SIPI messages the LAPIC accepted (IPIs, MSIs, NMI/INIT
+  // LVTs), taken whatever IF is. An INIT has already reset the LAPIC; `bsp`
+  // is IA32_APIC_BASE.BSP (KVM's kvm_vcpu_is_bsp). Clears `apic_events`.
+  struct ApicEvents {
+    bool nmi = false, init = false, sipi = false, bsp = false;
+    uint8_t sipi_vector = 0;
+  };
+  virtual ApicEvents take_apic_events() = 0;
+  // Set (release), with `attention`, by any thread when take_apic_events has
+  // something; read only when attention is set or the vCPU waits.
+  std::atomic<bool> apic_events{false};
 
   // Set (release) by any thread when take_interrupt may have something;
   // the engine reads it (relaxed) at block boundaries, so the hot path takes

@@ -78,6 +78,9 @@ class ApicBus {
   virtual int deliver(const ApicMessage& msg, Lapic* source) = 0;
   // A LAPIC EOI'd a level-triggered vector: the IOAPICs clear remote IRR.
   virtual void broadcast_eoi(Vector vector) = 0;
+  // A LAPIC EOI'd an edge-triggered vector: only ack notifiers care (KVM's
+  // PIT reinjection through the IOAPIC). Default: nobody.
+  virtual void edge_eoi(Vector) {}
 };
 
 // Matches messages over registered LAPICs. Lowest priority goes to the

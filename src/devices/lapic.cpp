@@ -291,7 +291,10 @@ void Lapic::do_eoi() {
   if (v < 0) return;
   set_vec_bit(ApicReg::Isr, unsigned(v), false);
   update_ppr();
-  if (vec_bit(ApicReg::Tmr, unsigned(v))) m_bus.broadcast_eoi(Vector(uint8_t(v)));
+  if (vec_bit(ApicReg::Tmr, unsigned(v)))
+    m_bus.broadcast_eoi(Vector(uint8_t(v)));
+  else
+    m_bus.edge_eoi(Vector(uint8_t(v)));
 }
 
 void Lapic::send_ipi() {

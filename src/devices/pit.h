@@ -114,8 +114,19 @@ class Pit {
   // The guest acknowledged IRQ0 (PIC INTA / IOAPIC EOI): with reinjection,
   // the next pending tick goes out.
   void irq_acked();
-  // KVM_REINJECT_CONTROL.
-  void set_reinject(bool on) { m_reinject = on; }
+  // KVM_REINJECT_CONTROL. Turning it on forgets an unacknowledged pulse
+  // (kvm_pit_set_reinject sets irq_ack).
+  void set_reinject(bool on) {
+    if (on && !m_reinject) m_in_flight = false;
+    m_reinject = on;
+  }
+  // The guest unmasked IRQ0 (PIC IMR or the IOAPIC pin): a pulse it never saw
+  // is not waited for and owed ticks are forgotten (KVM's mask notifier,
+  // kvm_pit_reset_reinject), so a masked period cannot stall the timer.
+  void reset_reinject() {
+    m_pending = 0;
+    m_in_flight = false;
+  }
   uint32_t pending_ticks() const { return m_pending; }
 
   // OUT of a channel now (channel 2 is port 0x61 bit 5).

@@ -227,30 +227,27 @@ long ioctl_Vm_IRQFD(Handle& h, unsigned long arg) {
 long ioctl_Vm_IOEVENTFD(Handle& h, unsigned long arg) {
   kvm_ioeventfd a;
   if (!copy_from_user(&a, arg, sizeof(a))) return -EFAULT;
-  // kvm_ioeventfd / kvm_assign_ioeventfd / kvm_deassign_ioeventfd.
+  // kvm_ioeventfd / kvm_assign_ioeventfd / kvm_deassign_ioeventfd. Served
+  // with or without an in-kernel irqchip, as Linux.
   if (a.flags & ~uint32_t(KVM_IOEVENTFD_VALID_FLAG_MASK)) return -EINVAL;
-  if (a.flags & KVM_IOEVENTFD_FLAG_VIRTIO_CCW_NOTIFY) return -EINVAL;  // s390 only
-  Irqchip::IoeventfdArgs x;
+  machine::Ioeventfds::Args x;
+  // ioeventfd_bus_from_flags: PIO first, then the (s390) CCW notify bus,
+  // which exists but nothing ever writes to on x86.
+  x.bus = (a.flags & KVM_IOEVENTFD_FLAG_PIO)                ? machine::IoBus::Pio
+          : (a.flags & KVM_IOEVENTFD_FLAG_VIRTIO_CCW_NOTIFY) ? machine::IoBus::VirtioCcwNotify
+                                                             : machine::IoBus::Mmio;
   x.addr = a.addr;
   x.len = a.len;
-  x.pio = a.flags & KVM_IOEVENTFD_FLAG_PIO;
   if (a.flags & KVM_IOEVENTFD_FLAG_DATAMATCH) x.datamatch = a.datamatch;
   x.fd = a.fd;
-  // Ioeventfds work without an irqchip on Linux; ours ride on the irqchip's
-  // buses, so without one the assignment is refused (docs/abi-differences.md).
-  Irqchip* c = h.vm->irqchip();
-  if (a.flags & KVM_IOEVENTFD_FLAG_DEASSIGN) {
-    if (!c) return -ENOENT;
-    return c->ioeventfd_deassign(x);
-  }
+  if (a.flags & KVM_IOEVENTFD_FLAG_DEASSIGN) return h.vm->ioeventfds().deassign(x);
   switch (a.len) {
     case 0: case 1: case 2: case 4: case 8: break;
     default: return -EINVAL;
   }
   if (a.addr + a.len < a.addr) return -EINVAL;
   if (!a.len && (a.flags & KVM_IOEVENTFD_FLAG_DATAMATCH)) return -EINVAL;
-  if (!c) return -ENOTTY;
-  return c->ioeventfd_assign(x);
+  return h.vm->ioeventfds().assign(x);
 }
 
 // ---- vCPU ----

@@ -326,6 +326,11 @@ long ioctl_Vcpu_GET_XSAVE(Handle& h, unsigned long arg) {
   return copy_to_user(arg, buf, sizeof buf) ? 0 : -EFAULT;
 }
 
+// KVM_GET_XSAVE2 (5.17+): guest_fpu.uabi_size bytes, which KVM_CHECK_EXTENSION
+// (KVM_CAP_XSAVE2) reports; at least sizeof(struct kvm_xsave). The engine's
+// features (x87 | SSE) need 576, so the size and the contents are GET_XSAVE's.
+long ioctl_Vcpu_GET_XSAVE2(Handle& h, unsigned long arg) { return ioctl_Vcpu_GET_XSAVE(h, arg); }
+
 // fpu_copy_uabi_to_guest_fpstate and copy_uabi_to_xstate (6.1): EINVAL for
 // a feature bit KVM does not support, a nonzero XCOMP_BV or reserved header
 // byte, or reserved MXCSR bits when x87 or SSE is in XSTATE_BV.
@@ -587,6 +592,10 @@ long ioctl_Vcpu_RUN(Handle& h, unsigned long) {
     ex.reason = cpu::ExitReason::Interrupted;
   } else {
     ex = b.run(ctl);
+    // Without an irqchip (whose buses take them first) an ioeventfd's write
+    // still never reaches user space: signal it and carry on (eventfd.c).
+    if (!v.irq)
+      while (h.vm->ioeventfds().take_exit(ex, v.pio_page())) ex = b.run(ctl);
   }
   run->if_flag = b.if_flag();
   run->ready_for_interrupt_injection = b.ready_for_interrupt_injection();

@@ -26,34 +26,6 @@ constexpr uint64_t k_lapic_mmio_len = 0x1000;  // LAPIC_MMIO_LENGTH
 constexpr uint32_t k_msr_apic_base = 0x1b;
 constexpr size_t k_lapic_lvt0 = size_t(devices::ApicReg::LvtLint0);
 
-bool is_eventfd(int fd) {
-  char link[48], target[64];
-  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-  ssize_t n = readlink(link, target, sizeof(target) - 1);
-  if (n <= 0) return false;
-  target[n] = 0;
-  return strcmp(target, "anon_inode:[eventfd]") == 0;
-}
-
-// -EBADF for a closed fd, -EINVAL for a non-eventfd (eventfd_ctx_fdget).
-int check_eventfd(int fd) {
-  if (fd < 0 || fcntl(fd, F_GETFD) < 0) return -EBADF;
-  return is_eventfd(fd) ? 0 : -EINVAL;
-}
-
-// Same open file (the kernel compares eventfd contexts, not fd numbers).
-bool same_file(int a, int b) {
-  if (a == b) return true;
-  long r = syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, b);
-  return r == 0;
-}
-
-void signal_eventfd(int fd) {
-  uint64_t one = 1;
-  ssize_t r = write(fd, &one, sizeof(one));
-  (void)r;  // EAGAIN at the counter's maximum: the reader is behind anyway
-}
-
 int64_t now_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -89,6 +61,7 @@ class Irqchip::Bus final : public devices::ApicBus {
     return r < 0 ? 0 : r;
   }
   void broadcast_eoi(Vector vector) override { m_router.broadcast_eoi(vector); }
+  void edge_eoi(Vector vector) override { m_chip.pit_ack_ioapic(vector.raw()); }
 
  private:
   Irqchip& m_chip;
@@ -124,14 +97,37 @@ VcpuIrq::VcpuIrq(Irqchip& chip, VcpuId id) : m_chip(chip), m_id(id), m_lapic(id,
   m_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   m_lapic.reset(id.raw() == 0);  // kvm_lapic_reset: BSP is vCPU 0 (KVM_SET_BOOT_CPU_ID not served)
   m_lapic.set_tsc_khz(1'000'000);  // the engine's TSC runs at 1 GHz
-  if (id.raw() == 0) {
-    // KVM_X86_QUIRK_LINT0_REENABLED (on by default): the BSP's LVT LINT0 is
-    // ExtINT, unmasked, so the PIC reaches the CPU through the enabled LAPIC.
-    devices::LapicState s = m_lapic.get_state();
-    const uint32_t extint = uint32_t(devices::DeliveryMode::ExtInt) << devices::k_delivery_mode_shift;
-    std::memcpy(s.regs + k_lapic_lvt0, &extint, sizeof(extint));
-    m_lapic.set_state(s);
+  lint0_quirk();
+}
+
+void VcpuIrq::lint0_quirk() {
+  if (m_id.raw() != 0) return;
+  // KVM_X86_QUIRK_LINT0_REENABLED (on by default): the BSP's LVT LINT0 is
+  // ExtINT, unmasked, so the PIC reaches the CPU through the enabled LAPIC
+  // (kvm_lapic_reset, at creation and on INIT).
+  devices::LapicState s = m_lapic.get_state();
+  const uint32_t extint = uint32_t(devices::DeliveryMode::ExtInt) << devices::k_delivery_mode_shift;
+  std::memcpy(s.regs + k_lapic_lvt0, &extint, sizeof(extint));
+  m_lapic.set_state(s);
+}
+
+cpu::LocalDevices::ApicEvents VcpuIrq::take_apic_events() {
+  // kvm_apic_accept_events: INIT resets the LAPIC (kvm_lapic_reset with
+  // init_event) before the CPU; an NMI message becomes the CPU's pending NMI.
+  std::lock_guard<std::mutex> g(m_chip.m_lock);
+  apic_events.store(false, std::memory_order_relaxed);
+  ApicEvents e;
+  e.nmi = m_lapic.take_event(devices::LapicEvent::Nmi);
+  e.init = m_lapic.take_event(devices::LapicEvent::Init);
+  e.sipi = m_lapic.take_event(devices::LapicEvent::StartUp);
+  e.sipi_vector = m_lapic.sipi_vector();
+  e.bsp = m_lapic.apic_base() & devices::bits(devices::ApicBaseBits::Bsp);
+  if (e.init) {
+    m_lapic.init();
+    lint0_quirk();
   }
+  m_chip.refresh();
+  return e;
 }
 
 VcpuIrq::~VcpuIrq() {
@@ -143,7 +139,28 @@ void VcpuIrq::wake() {
   if (m_sleeping.load(std::memory_order_seq_cst)) signal_eventfd(m_wake_fd);
 }
 
+cpu::LocalDevices::FerrAction VcpuIrq::fpu_error() {
+  // Only the chipset of a full irqchip routes FERR# (IRQ 13 on the slave PIC,
+  // IOAPIC pin 13); split mode leaves the PIC to user space: #MF as KVM.
+  if (!m_chip.full()) return FerrAction::Mf;
+  if (m_ignne) return FerrAction::Ignore;
+  if (!m_ferr) {
+    m_ferr = true;
+    // IRQ 13 is edge-triggered: one interrupt per FERR# assertion.
+    std::lock_guard<std::mutex> g(m_chip.m_lock);
+    m_chip.set_irq_locked(13, true, IrqSource::Ferr);
+    m_chip.set_irq_locked(13, false, IrqSource::Ferr);
+    m_chip.refresh();
+  }
+  return FerrAction::Wait;
+}
+
+void VcpuIrq::fpu_error_clear() { m_ferr = m_ignne = false; }
+
 bool VcpuIrq::pio(uint16_t port, unsigned size, bool out, void* data) {
+  // A write to port 0xF0 asserts IGNNE# while FERR# is asserted; the port
+  // itself stays user space's (QEMU's ioportF0).
+  if (out && port == 0xf0 && m_ferr) m_ignne = true;
   std::lock_guard<std::mutex> g(m_chip.m_lock);
   m_chip.m_current = this;
   bool handled = m_chip.bus_pio(port, size, out, data);
@@ -179,6 +196,7 @@ int VcpuIrq::take_interrupt() {
     vec = m_lapic.acknowledge().raw();
   } else if (m_chip.full() && m_id.raw() == 0 && m_lapic.accepts_pic_interrupts() && m_chip.m_pic->has_interrupt()) {
     vec = m_chip.m_pic->acknowledge().raw();  // ExtINT: the PIC's INTA cycles
+    m_chip.pit_ack_pic_inta(uint8_t(vec));
   }
   m_chip.refresh();  // more pending: attention again
   return vec;
@@ -195,6 +213,10 @@ bool VcpuIrq::wait_halted(const cpu::RunControl& ctl, bool if_flag) {
   for (;;) {
     m_sleeping.store(true, std::memory_order_seq_cst);
     if (ctl.stop_requested()) break;
+    if (apic_events.load(std::memory_order_acquire)) {  // NMI/INIT/SIPI wake whatever IF is
+      woke = true;
+      break;
+    }
     if (if_flag) {
       std::lock_guard<std::mutex> g(m_chip.m_lock);
       if (m_chip.deliverable(*this)) {
@@ -215,7 +237,12 @@ bool VcpuIrq::wait_halted(const cpu::RunControl& ctl, bool if_flag) {
   return woke;
 }
 
-int VcpuIrq::msr_read(uint32_t index, uint64_t& value, bool) {
+int VcpuIrq::msr_read(uint32_t index, uint64_t& value, bool, uint64_t) {
+  if (index == k_msr_tsc_deadline) {  // kvm_get_lapic_tscdeadline_msr: 0 outside TSC-deadline mode
+    std::lock_guard<std::mutex> g(m_chip.m_lock);
+    value = m_lapic.tsc_deadline();
+    return 1;
+  }
   if (index == k_msr_apic_base) {
     std::lock_guard<std::mutex> g(m_chip.m_lock);
     value = m_lapic.apic_base();
@@ -231,7 +258,13 @@ int VcpuIrq::msr_read(uint32_t index, uint64_t& value, bool) {
   return 0;
 }
 
-int VcpuIrq::msr_write(uint32_t index, uint64_t value, bool host) {
+int VcpuIrq::msr_write(uint32_t index, uint64_t value, bool host, uint64_t guest_tsc) {
+  if (index == k_msr_tsc_deadline) {  // kvm_set_lapic_tscdeadline_msr: ignored outside TSC-deadline mode
+    std::lock_guard<std::mutex> g(m_chip.m_lock);
+    m_lapic.set_tsc_deadline(value, guest_tsc);
+    m_chip.refresh();  // the worker's timerfd now covers the deadline
+    return 1;
+  }
   if (index != k_msr_apic_base && !devices::Lapic::is_x2apic_msr(index)) return 0;
   std::lock_guard<std::mutex> g(m_chip.m_lock);
   m_chip.m_current = this;
@@ -243,7 +276,7 @@ int VcpuIrq::msr_write(uint32_t index, uint64_t value, bool host) {
 
 // ---- Irqchip ----
 
-Irqchip::Irqchip(IrqchipMode mode) : m_mode(mode) {
+Irqchip::Irqchip(IrqchipMode mode, Ioeventfds* ioeventfds) : m_mode(mode), m_ioeventfds(ioeventfds) {
   m_bus = std::make_unique<Bus>(*this);
   if (full()) {
     m_pic = std::make_unique<devices::PicPair>();
@@ -271,7 +304,6 @@ Irqchip::~Irqchip() {
     close(f.fd);
     if (f.resamplefd >= 0) close(f.resamplefd);
   }
-  for (Ioeventfd& e : m_ioeventfds) close(e.args.fd);
   close(m_epoll);
   close(m_timerfd);
   close(m_stopfd);
@@ -386,7 +418,6 @@ Result<void> Irqchip::create_pit(bool speaker_dummy) {
   if (m_pit) return err(EEXIST);
   m_pit_irq0 = std::make_unique<PitIrq0>(*this);
   m_pit = std::make_unique<devices::Pit>(m_clock, m_pit_irq0.get());
-  m_pit->set_reinject(false);  // see irqchip.h: no ack notifier for edge EOIs yet
   m_pit_speaker = speaker_dummy;
   return {};
 }
@@ -407,8 +438,40 @@ void Irqchip::set_pit(const devices::PitState& s) {
   refresh();
 }
 
-void Irqchip::set_pit_reinject(bool) {
-  // Accepted and ignored: reinjection is not modelled (irqchip.h).
+void Irqchip::set_pit_reinject(bool on) {
+  std::lock_guard<std::mutex> g(m_lock);
+  m_pit->set_reinject(on);
+  refresh();
+}
+
+// ---- PIT reinjection: KVM's ack and mask notifiers on the PIT's GSI 0 ----
+
+bool Irqchip::pit_routes_to(IrqchipId chip, uint32_t pin) const {
+  auto [b, e] = m_routes.equal_range(0);
+  for (auto it = b; it != e; ++it)
+    if (it->second.kind == GsiRoute::Kind::Irqchip && it->second.chip == chip && it->second.pin == pin) return true;
+  return false;
+}
+
+void Irqchip::pit_ack_ioapic(uint8_t vector) {
+  // kvm_ioapic_update_eoi_one: an EOI of a pin's vector runs its ack
+  // notifiers, edge-triggered pins included (ioapic_handled_vectors).
+  if (!m_pit || !m_ioapic) return;
+  const devices::IoapicState& s = m_ioapic->get_state();
+  for (unsigned pin = 0; pin < devices::k_ioapic_pins; ++pin) {
+    if ((s.redirtbl[pin] & devices::bits(devices::Redir::VectorMask)) != vector) continue;
+    if (!pit_routes_to(IrqchipId::Ioapic, pin)) continue;
+    m_pit->irq_acked();
+    return;
+  }
+}
+
+void Irqchip::pit_ack_pic_inta(uint8_t vector) {
+  // pic_intack: with auto-EOI the ISR bit is cleared at INTA (pic_clear_isr),
+  // which runs the ack notifiers.
+  if (!m_pit || !pit_routes_to(IrqchipId::PicMaster, 0)) return;
+  const devices::PicChipState& m = m_pic->get_state(devices::PicPair::Chip::Master);
+  if (m.auto_eoi && vector == m.irq_base) m_pit->irq_acked();
 }
 
 devices::LapicState Irqchip::get_lapic(VcpuIrq& v) {
@@ -452,7 +515,14 @@ bool Irqchip::bus_pio(uint16_t port, unsigned size, bool out, void* data) {
   if (m_pic && devices::PicPair::handles_port(Port(port))) {
     // picdev_read/write: only byte accesses do anything; others are swallowed.
     if (out) {
+      const bool pit = m_pit && pit_routes_to(IrqchipId::PicMaster, 0);
+      const devices::PicChipState before = m_pic->get_state(devices::PicPair::Chip::Master);
       if (size == 1) m_pic->write_port(Port(port), *static_cast<uint8_t*>(data));
+      if (pit) {
+        const devices::PicChipState& after = m_pic->get_state(devices::PicPair::Chip::Master);
+        if ((before.imr & 1) && !(after.imr & 1)) m_pit->reset_reinject();  // kvm_fire_mask_notifiers
+        if ((before.isr & 1) && !(after.isr & 1)) m_pit->irq_acked();       // pic_clear_isr
+      }
     } else {
       std::memset(data, 0, size);
       if (size == 1) *static_cast<uint8_t*>(data) = m_pic->read_port(Port(port));
@@ -492,7 +562,11 @@ bool Irqchip::bus_mmio(VcpuIrq& from, uint64_t gpa, unsigned len, bool write, vo
     if (write) {
       uint32_t v = 0;
       std::memcpy(&v, data, std::min(len, 4u));
+      uint64_t masked_before = 0;
+      if (m_pit) masked_before = ioapic_pit_masked_pins();
       m_ioapic->mmio_write(off, v, len);
+      // ioapic_write_indirect fires the mask notifiers on an unmask.
+      if (m_pit && (masked_before & ~ioapic_pit_masked_pins())) m_pit->reset_reinject();
     } else {
       std::memset(data, 0, len);
       uint32_t v = m_ioapic->mmio_read(off, len);
@@ -504,21 +578,7 @@ bool Irqchip::bus_mmio(VcpuIrq& from, uint64_t gpa, unsigned len, bool write, vo
 }
 
 bool Irqchip::ioeventfd_write(bool pio, uint64_t addr, unsigned len, const void* data) {
-  // ioeventfd_in_range: same address, same length (or a length-0 "any"),
-  // and the data matches when a datamatch was given.
-  for (const Ioeventfd& e : m_ioeventfds) {
-    const IoeventfdArgs& a = e.args;
-    if (a.pio != pio || a.addr != addr) continue;
-    if (a.len && a.len != len) continue;
-    if (a.datamatch) {
-      uint64_t v = 0;
-      std::memcpy(&v, data, std::min(len, 8u));
-      if (v != *a.datamatch) continue;
-    }
-    signal_eventfd(a.fd);
-    return true;
-  }
-  return false;
+  return m_ioeventfds && m_ioeventfds->write(pio ? IoBus::Pio : IoBus::Mmio, addr, len, data);
 }
 
 // ---- EOI and interrupts ----
@@ -534,6 +594,7 @@ void Irqchip::on_eoi(uint8_t vector) {
   const devices::IoapicState& s = m_ioapic->get_state();
   for (unsigned pin = 0; pin < devices::k_ioapic_pins; ++pin) {
     if ((s.redirtbl[pin] & devices::bits(devices::Redir::VectorMask)) != vector) continue;
+    if (m_pit && pit_routes_to(IrqchipId::Ioapic, pin)) m_pit->irq_acked();
     for (auto& [gsi, r] : m_routes) {
       if (r.kind != GsiRoute::Kind::Irqchip || r.chip != IrqchipId::Ioapic || r.pin != pin) continue;
       for (Irqfd& f : m_irqfds) {
@@ -556,9 +617,30 @@ bool Irqchip::deliverable(VcpuIrq& v) {
   return full() && v.id().raw() == 0 && v.lapic().accepts_pic_interrupts() && m_pic->has_interrupt();
 }
 
+uint64_t Irqchip::ioapic_pit_masked_pins() const {
+  uint64_t m = 0;
+  const devices::IoapicState& s = m_ioapic->get_state();
+  for (unsigned pin = 0; pin < devices::k_ioapic_pins; ++pin)
+    if ((s.redirtbl[pin] & devices::bits(devices::Redir::Masked)) && pit_routes_to(IrqchipId::Ioapic, pin))
+      m |= uint64_t(1) << pin;
+  return m;
+}
+
+bool Irqchip::has_apic_event(VcpuIrq& v) {
+  using devices::LapicEvent;
+  return v.lapic().pending_events() & (devices::bits(LapicEvent::Nmi) | devices::bits(LapicEvent::Init) |
+                                       devices::bits(LapicEvent::StartUp));
+}
+
 void Irqchip::refresh() {
-  for (auto& v : m_vcpus)
-    if (deliverable(*v)) v->wake();
+  for (auto& v : m_vcpus) {
+    if (has_apic_event(*v)) {
+      v->apic_events.store(true, std::memory_order_release);
+      v->wake();
+    } else if (deliverable(*v)) {
+      v->wake();
+    }
+  }
   rearm_timer();
 }
 
@@ -629,7 +711,7 @@ int Irqchip::irqfd(int fd, uint32_t gsi, bool deassign, std::optional<int> resam
   if (deassign) {
     // kvm_irqfd_deassign: 0 whether or not one matched.
     for (size_t i = 0; i < m_irqfds.size(); ++i) {
-      if (m_irqfds[i].gsi != gsi || !same_file(m_irqfds[i].fd, fd)) continue;
+      if (m_irqfds[i].gsi != gsi || !same_open_file(m_irqfds[i].fd, fd)) continue;
       Irqfd f = m_irqfds[i];
       m_irqfds.erase(m_irqfds.begin() + long(i));
       epoll_ctl(m_epoll, EPOLL_CTL_DEL, f.fd, nullptr);
@@ -645,7 +727,7 @@ int Irqchip::irqfd(int fd, uint32_t gsi, bool deassign, std::optional<int> resam
     if (int r = check_eventfd(*resamplefd)) return r;
   }
   for (const Irqfd& f : m_irqfds)
-    if (same_file(f.fd, fd)) return -EBUSY;  // this eventfd already feeds a GSI
+    if (same_open_file(f.fd, fd)) return -EBUSY;  // this eventfd already feeds a GSI
   Irqfd f;
   f.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (f.fd < 0) return -errno;
@@ -662,41 +744,6 @@ int Irqchip::irqfd(int fd, uint32_t gsi, bool deassign, std::optional<int> resam
   }
   m_irqfds.push_back(f);  // a count already in the eventfd is injected by the worker
   return 0;
-}
-
-int Irqchip::ioeventfd_assign(const IoeventfdArgs& a) {
-  if (int r = check_eventfd(a.fd)) return r;
-  std::lock_guard<std::mutex> g(m_lock);
-  // ioeventfd_check_collision.
-  for (const Ioeventfd& e : m_ioeventfds) {
-    const IoeventfdArgs& b = e.args;
-    if (b.pio != a.pio || b.addr != a.addr) continue;
-    if (!b.len || !a.len || (b.len == a.len && (!b.datamatch || !a.datamatch || *b.datamatch == *a.datamatch)))
-      return -EEXIST;
-  }
-  if (m_ioeventfds.size() >= 1000) return -ENOSPC;  // NR_IOBUS_DEVS
-  Ioeventfd e;
-  e.args = a;
-  e.args.fd = fcntl(a.fd, F_DUPFD_CLOEXEC, 0);
-  if (e.args.fd < 0) return -errno;
-  m_ioeventfds.push_back(e);
-  return 0;
-}
-
-int Irqchip::ioeventfd_deassign(const IoeventfdArgs& a) {
-  if (int r = check_eventfd(a.fd)) return r;
-  std::lock_guard<std::mutex> g(m_lock);
-  for (size_t i = 0; i < m_ioeventfds.size(); ++i) {
-    const IoeventfdArgs& b = m_ioeventfds[i].args;
-    if (b.pio != a.pio || b.addr != a.addr || b.len != a.len) continue;
-    if (b.datamatch.has_value() != a.datamatch.has_value()) continue;
-    if (a.datamatch && *a.datamatch != *b.datamatch) continue;
-    if (!same_file(b.fd, a.fd)) continue;
-    close(b.fd);
-    m_ioeventfds.erase(m_ioeventfds.begin() + long(i));
-    return 0;
-  }
-  return -ENOENT;
 }
 
 }  // namespace anykvm::machine

@@ -4,7 +4,8 @@
 // KVM_PIT_SPEAKER_DUMMY, port 0x61) and MMIO bus (IOAPIC page, each vCPU's
 // LAPIC page) consulted before an exit to user space, the GSI routing table
 // (KVM's default routes after KVM_CREATE_IRQCHIP; KVM_SET_GSI_ROUTING replaces
-// it), irqfds, ioeventfds, and the timers.
+// it), irqfds, and the timers; its buses also take the VM's ioeventfds
+// (machine/ioeventfd.h) before any exit.
 //
 // Timers and irqfds: one worker thread per VM (not one per device, and not the
 // vCPU thread): it sleeps in epoll on a CLOCK_MONOTONIC timerfd armed for the
@@ -14,8 +15,9 @@
 //
 // Split mode (KVM_CAP_SPLIT_IRQCHIP): only the LAPICs are here; GSIs route to
 // MSIs, and EOIs of level-triggered vectors exit as KVM_EXIT_IOAPIC_EOI.
-// Left out: PIT reinjection (ticks lost while one is pending are dropped, as
-// lost_tick_policy=discard), irqfd resample on the PIC path, TPR access
+// PIT reinjection (KVM's default) is driven by the ack notifiers of GSI 0 (PIC
+// EOI or auto-EOI INTA of IRQ0, IOAPIC EOI of its pin's vector) and reset by
+// an unmask (mask notifier). Left out: irqfd resample on the PIC path, TPR access
 // reporting, the vAPIC page, more than one IOAPIC.
 //
 // Threading: one lock (m_lock) around every device call, as the devices
@@ -42,6 +44,7 @@
 #include "devices/lapic.h"
 #include "devices/pic.h"
 #include "devices/pit.h"
+#include "machine/ioeventfd.h"
 
 namespace anykvm::machine {
 
@@ -61,7 +64,7 @@ struct GsiRoute {
 };
 
 // Who drives a GSI; the levels of all sources are OR-ed (KVM's irq_source_id).
-enum class IrqSource : uint8_t { User = 0, Pit = 1, Resample = 2 };
+enum class IrqSource : uint8_t { User = 0, Pit = 1, Resample = 2, Ferr = 3 };
 
 constexpr uint32_t k_max_gsi = 4096;  // KVM_MAX_IRQ_ROUTES
 
@@ -84,14 +87,21 @@ class VcpuIrq final : public cpu::LocalDevices {
   bool take_exit(cpu::VcpuExit& out) override;
   int take_interrupt() override;
   bool wait_halted(const cpu::RunControl& ctl, bool if_flag) override;
-  int msr_read(uint32_t index, uint64_t& value, bool host) override;
-  int msr_write(uint32_t index, uint64_t value, bool host) override;
+  int msr_read(uint32_t index, uint64_t& value, bool host, uint64_t guest_tsc) override;
+  int msr_write(uint32_t index, uint64_t value, bool host, uint64_t guest_tsc) override;
   bool take_external_event() override { return m_external.exchange(false, std::memory_order_acq_rel); }
+  ApicEvents take_apic_events() override;
   // User space raised an interrupt (any thread).
   void note_external_event() { m_external.store(true, std::memory_order_release); }
 
+  // x87 FERR# -> IRQ 13 and IGNNE# by port 0xF0, as a PC chipset (full mode).
+  FerrAction fpu_error() override;
+  void fpu_error_clear() override;
+
   // Something may be deliverable: set attention and wake a HLT sleep.
   void wake();
+  // The BSP's LVT LINT0 as KVM_X86_QUIRK_LINT0_REENABLED leaves it (m_lock held).
+  void lint0_quirk();
   // The EOI exit of split mode, for the access in progress (m_lock held).
   void post_eoi_exit(uint8_t vector) { m_eoi_exit = vector; }
 
@@ -104,12 +114,15 @@ class VcpuIrq final : public cpu::LocalDevices {
   std::atomic<bool> m_external{false};
   const std::optional<sigset_t>* m_sigmask = nullptr;
   std::optional<uint8_t> m_eoi_exit;  // m_lock
+  bool m_ferr = false;   // FERR# asserted (vCPU thread)
+  bool m_ignne = false;  // IGNNE# asserted by a write to port 0xF0 while FERR# was (vCPU thread)
 };
 
 class Irqchip {
  public:
   // Kernel: PIC pair + IOAPIC + default routes. Split: LAPICs only, no routes.
-  explicit Irqchip(IrqchipMode mode);
+  // Its buses take the VM's ioeventfds before any exit.
+  Irqchip(IrqchipMode mode, Ioeventfds* ioeventfds);
   ~Irqchip();
   Irqchip(const Irqchip&) = delete;
   Irqchip& operator=(const Irqchip&) = delete;
@@ -149,17 +162,8 @@ class Irqchip {
   uint8_t cr8(VcpuIrq& v);
   void set_cr8(VcpuIrq& v, uint8_t value);
 
-  // KVM_IRQFD / KVM_IOEVENTFD, with Linux's checks; 0 or -errno.
+  // KVM_IRQFD, with Linux's checks; 0 or -errno.
   int irqfd(int fd, uint32_t gsi, bool deassign, std::optional<int> resamplefd);
-  struct IoeventfdArgs {
-    uint64_t addr = 0;
-    uint32_t len = 0;
-    bool pio = false;
-    std::optional<uint64_t> datamatch;
-    int fd = -1;
-  };
-  int ioeventfd_assign(const IoeventfdArgs& a);
-  int ioeventfd_deassign(const IoeventfdArgs& a);
 
  private:
   friend class VcpuIrq;
@@ -167,9 +171,6 @@ class Irqchip {
   class PicOut;   // the PIC's INT pin
   class PitIrq0;  // the PIT's OUT0 line
 
-  struct Ioeventfd {
-    IoeventfdArgs args;  // args.fd is our dup
-  };
   struct Irqfd {
     int fd = -1;  // our dup
     uint32_t gsi = 0;
@@ -185,6 +186,12 @@ class Irqchip {
   bool ioeventfd_write(bool pio, uint64_t addr, unsigned len, const void* data);
   void on_eoi(uint8_t vector);
   bool deliverable(VcpuIrq& v);  // an interrupt v's CPU would take with IF=1
+  static bool has_apic_event(VcpuIrq& v);  // NMI/INIT/SIPI for take_apic_events
+  // PIT reinjection (KVM's ack and mask notifiers on GSI 0).
+  bool pit_routes_to(IrqchipId chip, uint32_t pin) const;
+  void pit_ack_ioapic(uint8_t vector);
+  void pit_ack_pic_inta(uint8_t vector);
+  uint64_t ioapic_pit_masked_pins() const;
   void refresh();                // attention of every vCPU, and the timer
   void note_external_event();    // an interrupt from user space: see take_external_event
   void rearm_timer();
@@ -204,7 +211,7 @@ class Irqchip {
   VcpuIrq* m_current = nullptr;  // the vCPU whose access is in progress
   std::multimap<uint32_t, GsiRoute> m_routes;
   std::map<uint32_t, uint8_t> m_gsi_levels;  // bit per IrqSource
-  std::vector<Ioeventfd> m_ioeventfds;
+  Ioeventfds* m_ioeventfds;  // the VM's (not owned)
   std::vector<Irqfd> m_irqfds;
   int64_t m_armed_ns = -1;  // timerfd deadline (-1 disarmed)
 

@@ -48,6 +48,8 @@ Result<std::shared_ptr<Vcpu>> Vm::create_vcpu(uint32_t id) {
     v->irq = m_irqchip->add_vcpu(VcpuId(id));
     v->irq->set_sigmask_source(&v->sigmask);
     v->backend().attach_local_devices(v->irq);
+    // kvm_arch_vcpu_create: with an in-kernel LAPIC an AP waits for INIT/SIPI.
+    if (id != 0) v->backend().set_mp_state(cpu::MpState::Uninitialized);
   }
   m_vcpus[id] = v;
   ++m_created_vcpus;  // like Linux, a vCPU id stays taken for the VM's life
@@ -71,7 +73,7 @@ Result<void> Vm::create_irqchip(IrqchipMode mode) {
   std::lock_guard<std::mutex> g(m_lock);
   if (m_irqchip) return err(EEXIST);
   if (m_created_vcpus) return err(EINVAL);
-  m_irqchip = std::make_unique<Irqchip>(mode);
+  m_irqchip = std::make_unique<Irqchip>(mode, &m_ioeventfds);
   m_irqchip_ptr.store(m_irqchip.get(), std::memory_order_release);
   return {};
 }

@@ -82,6 +82,8 @@ class Vm : public std::enable_shared_from_this<Vm> {
   Result<void> create_irqchip(IrqchipMode mode);
   // Null until then; lives as long as the Vm.
   Irqchip* irqchip() { return m_irqchip_ptr.load(std::memory_order_acquire); }
+  // KVM_IOEVENTFD's table (with or without an irqchip).
+  Ioeventfds& ioeventfds() { return m_ioeventfds; }
 
  private:
   Vm();
@@ -92,6 +94,7 @@ class Vm : public std::enable_shared_from_this<Vm> {
   std::map<uint32_t, std::weak_ptr<Vcpu>> m_vcpus;
   uint32_t m_created_vcpus = 0;
   uint64_t m_tss_addr = 0, m_identity_map_addr = 0;
+  Ioeventfds m_ioeventfds;  // before m_irqchip, which points at it
   std::unique_ptr<Irqchip> m_irqchip;
   std::atomic<Irqchip*> m_irqchip_ptr{nullptr};
 };

@@ -66,6 +66,8 @@ def main():
     ap.add_argument("--anykvm", help="path of the anykvm command (with --accel kvm)")
     ap.add_argument("--irqchip-off", action="store_true", help="add -machine kernel-irqchip=off")
     ap.add_argument("--irqchip-split", action="store_true", help="add -machine kernel-irqchip=split")
+    ap.add_argument("--smp", type=int, default=1,
+                    help="-smp N (debian686: the guest must count N online CPUs)")
     ap.add_argument("--qemu", default="qemu-system-i386")
     ap.add_argument("--bootfd", default=os.path.join(HERE, "..", "..", "..", "shared", "guests", "bootfd.img"))
     ap.add_argument("--guest-dir", default=None, help="directory with vmlinuz and initrd.img")
@@ -118,6 +120,10 @@ def main():
                      "--send", "ls /", "--expect", "proc",
                      "--send", "echo $((6*7))", "--expect", "42"]
             steps += fp_steps(initrd, workdir)
+            if args.smp > 1:
+                # Every CPU came up: the kernel lists each one it brought online.
+                steps += ["--send", "echo cpus-$(cat /sys/devices/system/cpu/online)-end",
+                          "--expect", "cpus-0-%d-end" % (args.smp - 1)]
             steps += ["--send", "poweroff -f", "--wait-exit"]
         else:
             # A QMP socket path must stay short (sun_path): keep it out of the build tree.
@@ -131,6 +137,8 @@ def main():
                      "--type", "echo vga-$((6*7))-ok", "--expect-screen", "vga-42-ok",
                      "--type", "poweroff -f", "--wait-exit"]
 
+    if args.smp > 1:
+        qemu += ["-smp", str(args.smp)]
     if args.irqchip_off:
         qemu += ["-machine", "kernel-irqchip=off"]
     if args.irqchip_split:

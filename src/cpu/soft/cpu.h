@@ -53,6 +53,11 @@ inline Fault fault(Vec v, uint32_t ec) { return Fault{v, true, ec}; }
 // on the next KVM_RUN.
 struct StopInsn {};
 
+// The instruction waits without changing state (x87 FERR# freeze with
+// CR0.NE = 0): the thrower has set a KVM_EXIT_HLT-like halt (`halted`, exit
+// pending); the vCPU sleeps until an interrupt and then re-executes it.
+struct WaitInsn {};
+
 // EFLAGS bits (SDM vol. 1, 3.4.3).
 namespace fl {
 constexpr uint32_t CF = 1u << 0, PF = 1u << 2, AF = 1u << 4, ZF = 1u << 6, SF = 1u << 7, TF = 1u << 8,
@@ -149,6 +154,7 @@ class Cpu {
   bool irq_queued = false;       // KVM_INTERRUPT vector waiting for the next entry
   uint8_t irq_vector = 0;
   bool halted = false;
+  bool ferr = false;  // x87 FERR# asserted towards the in-kernel chipset (fpu_pending_error)
   cpu::MpState mp_state = cpu::MpState::Runnable;
   std::vector<cpu::CpuidEntry> cpuid_table;
 

@@ -147,7 +147,8 @@ void cpuid_query(const Cpu& c, uint32_t fn, uint32_t idx, uint32_t out[4]) {
 
 bool msr_read(Cpu& c, uint32_t i, uint64_t& v, bool host) {
   if (c.local) [[unlikely]] {  // in-kernel LAPIC: APIC base, x2APIC, TSC deadline
-    if (int r = c.local->msr_read(i, v, host)) return r > 0;
+    uint64_t tsc = i == cpu::LocalDevices::k_msr_tsc_deadline ? guest_tsc(c) : 0;
+    if (int r = c.local->msr_read(i, v, host, tsc)) return r > 0;
   }
   switch (i) {
     case Tsc: v = guest_tsc(c); return true;
@@ -196,7 +197,8 @@ bool msr_read(Cpu& c, uint32_t i, uint64_t& v, bool host) {
 
 bool msr_write(Cpu& c, uint32_t i, uint64_t v, bool host) {
   if (c.local) [[unlikely]] {  // in-kernel LAPIC: APIC base, x2APIC, TSC deadline
-    if (int r = c.local->msr_write(i, v, host)) {
+    uint64_t tsc = i == cpu::LocalDevices::k_msr_tsc_deadline ? guest_tsc(c) : 0;
+    if (int r = c.local->msr_write(i, v, host, tsc)) {
       if (r > 0 && i == ApicBase) c.apic_base = v;  // mirror for CPUID.1:EDX.APIC and GET_SREGS
       return r > 0;
     }

@@ -3,15 +3,37 @@
 // decoded instruction to its handler, including the handlers for encodings the
 // decoder rejects (#UD, #GP for > 15 bytes) and for opcodes nobody implements
 // (KVM_EXIT_INTERNAL_ERROR, emulation suberror, with the instruction bytes).
+// Binding also swaps in a handler specialized for the decoded form when the
+// area registered one (add_specializer: ModRM operand forms, Jcc conditions).
 #include "cpu/soft/dispatch.h"
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_map>
 
 #include "cpu/soft/cpu.h"
 #include "cpu/soft/exec/common.h"
+#include "cpu/soft/exec/locked.h"
 #include "cpu/soft/exec/system.h"
 #include "cpu/soft/fpu/fpu.h"
+
+namespace anykvm::soft::ex {
+namespace {
+// Filled while dispatch_table() is built (under its static-init guard), read-only after.
+std::unordered_map<x86::Handler, Specializer>& specializers() {
+  static std::unordered_map<x86::Handler, Specializer> m;
+  return m;
+}
+// Two registered handlers the compiler folded into one address (identical
+// code) would share an entry: such a handler keeps its generic form.
+x86::Handler no_specialization(const Insn&) { return nullptr; }
+}  // namespace
+
+void add_specializer(x86::Handler generic, Specializer s) {
+  auto [it, fresh] = specializers().emplace(generic, s);
+  if (!fresh && it->second != s) it->second = no_specialization;
+}
+}  // namespace anykvm::soft::ex
 
 namespace anykvm::x86 {
 
@@ -58,6 +80,12 @@ void bind_handler(Insn& in, x86::DecodeStatus st) {
     case x86::DecodeStatus::Ok: {
       x86::Handler h = x86::dispatch_table().lookup(x86::insn_key(in), in.opsize);
       in.fn = h ? h : h_unimplemented;
+      if (h) {
+        const auto& sp = ex::specializers();
+        if (auto it = sp.find(h); it != sp.end())
+          if (x86::Handler v = it->second(in)) in.fn = v;
+      }
+      if (h) ex::bind_locked(in);  // LOCK / XCHG m: atomic across vCPUs (exec/locked.cpp)
       break;
     }
     case x86::DecodeStatus::TooLong: in.fn = h_too_long; break;

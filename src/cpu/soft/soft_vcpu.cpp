@@ -5,8 +5,11 @@
 // loop calls each Insn's bound handler and checks only "exit pending / block
 // invalidated" and "RIP went where the next instruction is". Stop flags, the
 // memory-map generation, cross-vCPU requests and the interrupt window are
-// checked at block boundaries. Instructions in an interrupt shadow, under
-// debug (TF/DR7) or the instruction trace run one at a time (step()).
+// checked at block boundaries, in one branch while none is pending. A block
+// remembers where it went (Block::Link, block chaining), so the next block is
+// usually found without the code-address translation and the cache lookup.
+// Instructions in an interrupt shadow, under debug (TF/DR7) or the
+// instruction trace run one at a time (step()).
 // Event and exit ordering at entry follows cpu/backend.h VcpuBackend::run.
 #include "cpu/soft/soft_vcpu.h"
 
@@ -71,6 +74,7 @@ Block* build_block(Cpu& c, uint64_t lin, uint64_t gpa, uint64_t key) {
   }
   if (b->insns.empty()) return nullptr;
   b->bytes.assign(buf, buf + pos);
+  b->n = uint32_t(b->insns.size());
   b->validated_epoch = p.epoch;
   Block* raw = b.get();
   uint64_t pfn = gpa / k_page;
@@ -114,6 +118,52 @@ Block* lookup_block(Cpu& c) {
   return b;
 }
 
+// What a Block::Link is keyed by: the linear address of the next instruction
+// (CS base included), the TLB set it translates through (CPL 3 or not) and
+// the code size.
+uint64_t chain_tag(const Cpu& c, uint64_t lin) {
+  return lin | (uint64_t(c.cpl == 3) << 32) | (uint64_t(c.code32()) << 33);
+}
+
+// The block `prev` chained to for `tag`, or nullptr (then lookup_block). The
+// same answer lookup_block would give: no block was invalidated since the
+// link was made (so `to` is alive and still the cached block for its key),
+// the TLB entry lookup_block would consult (mmu_code_gpa's fast path) still
+// maps `lin` to the successor's page for execution, so a CR3 load, INVLPG or
+// PTE change that went through a TLB flush or refill is seen, and the target
+// is validated in this epoch (as lookup_block would, when the epoch moved).
+Block* follow_link(Cpu& c, Block& prev, uint64_t tag, uint64_t lin) {
+  Cpu::Private& p = *c.priv;
+  for (Block::Link& l : prev.links) {
+    if (l.tag != tag) continue;
+    if (l.inval != p.inval) return nullptr;
+    const TlbEntry& e = c.tlb.entry(c.cpl == 3, lin);
+    if (e.tag_exec != (lin & ~(k_page - 1)) || (e.gpa_page | (lin & (k_page - 1))) != l.gpa) return nullptr;
+    if (l.epoch != p.epoch) [[unlikely]] {
+      Block& to = *l.to;
+      if (to.validated_epoch != p.epoch) {
+        if (!block_current(c, to)) return nullptr;  // lookup_block invalidates and rebuilds it
+        to.validated_epoch = p.epoch;
+      }
+      l.epoch = p.epoch;
+    }
+    return l.to;
+  }
+  return nullptr;
+}
+
+// `prev` went to `to` (just returned by lookup_block, so valid and validated
+// in this epoch).
+void make_link(const Cpu& c, Block& prev, uint64_t tag, Block* to) {
+  const Cpu::Private& p = *c.priv;
+  Block::Link* l = prev.links[0].tag == tag ? &prev.links[0] : prev.links[1].tag == tag ? &prev.links[1] : nullptr;
+  if (!l) {
+    l = &prev.links[prev.next_link];
+    prev.next_link ^= 1;
+  }
+  *l = Block::Link{tag, to->gpa, to, p.inval, p.epoch};
+}
+
 enum class Step : uint8_t { Continue, Exit };
 
 void on_fault(Cpu& c, const Fault& f) {
@@ -144,6 +194,9 @@ Step step(Cpu& c) {
     c.interrupt_shadow = shadow;
     p.stopped = true;
     return Step::Exit;
+  } catch (const WaitInsn&) {
+    c.interrupt_shadow = shadow;
+    c.mmio_log.reset();
   }
   return c.exit_pending ? Step::Exit : Step::Continue;
 }
@@ -151,7 +204,7 @@ Step step(Cpu& c) {
 Step run_block(Cpu& c, const Block& b) {
   Cpu::Private& p = *c.priv;
   const x86::Insn* in = b.insns.data();
-  const x86::Insn* const end = in + b.insns.size();
+  const x86::Insn* const end = in + b.n;
   const uint64_t mask = (b.key & 1) ? 0xffffffffull : 0xffffull;
   p.block_stop = false;
   try {
@@ -169,8 +222,18 @@ Step run_block(Cpu& c, const Block& b) {
   } catch (const StopInsn&) {
     p.stopped = true;
     return Step::Exit;
+  } catch (const WaitInsn&) {
+    c.mmio_log.reset();
   }
   return c.exit_pending ? Step::Exit : Step::Continue;
+}
+
+// debug_active() (events/debug.cpp) without the call, for the block loop:
+// DR7 enables a breakpoint (L0-G3, bits 0-7), EFLAGS.TF or RF, or a
+// single-step trap held back by a MOV SS shadow. Keep the two in step.
+inline bool debug_active_fast(const Cpu& c) {
+  constexpr uint64_t k_dr7_enables = 0xff;
+  return (c.dr7 & k_dr7_enables) | (c.eflags_rest & (fl::TF | fl::RF)) | c.tlb.dbg.bs_deferred;
 }
 
 bool irq_window_open(const Cpu& c) {
@@ -206,6 +269,7 @@ void engine_invalidate_page(Cpu& c, uint64_t pfn) {
   Cpu::Private& p = *c.priv;
   auto it = p.page_blocks.find(pfn);
   if (it == p.page_blocks.end()) return;
+  ++p.inval;  // links to these blocks (from any block) must not be followed
   for (Block* b : it->second) {
     if (!b->valid) continue;
     b->valid = false;
@@ -229,6 +293,12 @@ SoftVcpu::SoftVcpu(SoftVm& vm, VcpuId id) : m_cpu(std::make_unique<Cpu>(vm, id))
 SoftVcpu::~SoftVcpu() = default;
 
 cpu::VcpuExit SoftVcpu::run(cpu::RunControl& ctl) {
+  // Blocks revalidate against RAM user space may have written since the last
+  // KVM_RUN. Once per ioctl, not per wake from an in-kernel HLT sleep: there,
+  // only an interrupt raised by user space (a DMA completion) marks RAM as
+  // possibly rewritten (engine_local_interrupt), so an idle guest woken by its
+  // in-kernel timer runs its cached blocks without re-checking them.
+  ++m_cpu->priv->epoch;
   if (m_cpu->local) [[unlikely]]  // in-kernel irqchip: HLT sleeps here (local_devices.cpp)
     return engine_run_with_local_devices(
         *m_cpu, ctl, [](void* s, cpu::RunControl& r) { return static_cast<SoftVcpu*>(s)->run_engine(r); }, this);
@@ -240,7 +310,13 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
   Cpu::Private& p = *c.priv;
   struct Scope {
     Cpu& c;
+    uint64_t insns = 0, blocks = 0;  // ANYKVM_STATS counters not yet added (trace.h)
+    void flush_stats() {
+      stats_add(c.id, insns, blocks);
+      insns = blocks = 0;
+    }
     ~Scope() {
+      flush_stats();
       t_running = nullptr;
       c.priv->ctl = nullptr;
     }
@@ -250,7 +326,6 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
   c.pio_page = ctl.pio_page ? ctl.pio_page : p.pio_scratch;
   c.exit_pending = false;
   c.halted = false;  // KVM_EXIT_HLT already retired HLT; re-entry resumes after it
-  ++p.epoch;         // blocks revalidate against RAM user space may have written
   p.dead.clear();
   mmu_sync(c);
   p.mem_generation = c.tlb.generation;
@@ -288,45 +363,70 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
   }
   if (c.exit_pending) return finish();
 
-  // 4. Execute.
+  // 4. Execute. The events polled at block boundaries are folded into one
+  // branch; its slow path keeps the order of the checks.
+  static volatile uint8_t s_no_immediate_exit = 0;
+  static std::atomic<bool> s_no_kick{false};
+  volatile uint8_t* const immediate_exit = ctl.immediate_exit ? ctl.immediate_exit : &s_no_immediate_exit;
+  std::atomic<bool>* const kick = ctl.kick ? ctl.kick : &s_no_kick;
+  std::atomic<bool>* const irq_attention = p.irq_attention;
+  const cpu::MemoryMapSource& memory = c.vm.memory;
+  const bool want_window = ctl.request_interrupt_window;
+  Block* prev = nullptr;  // the block that just ran (alive: `dead` is cleared only below)
   for (;;) {
-    if (ctl.stop_requested()) [[unlikely]]
-      return simple(cpu::ExitReason::Interrupted);
-    if (c.vm.memory.generation() != p.mem_generation) [[unlikely]] {
-      mmu_sync(c);
-      p.mem_generation = c.tlb.generation;
-      ++p.epoch;
+    const bool events = *immediate_exit | kick->load(std::memory_order_acquire) |
+                        (memory.generation() != p.mem_generation) | p.q_pending.load(std::memory_order_relaxed) |
+                        irq_attention->load(std::memory_order_relaxed) | !p.dead.empty() | want_window;
+    if (events) [[unlikely]] {
+      scope.flush_stats();
+      if (ctl.stop_requested()) return simple(cpu::ExitReason::Interrupted);
+      if (memory.generation() != p.mem_generation) {
+        mmu_sync(c);
+        p.mem_generation = c.tlb.generation;
+        ++p.epoch;
+      }
+      if (p.q_pending.load(std::memory_order_relaxed)) engine_drain_requests(c);
+      if (!p.dead.empty()) {
+        p.dead.clear();
+        prev = nullptr;
+      }
+      if (irq_attention->load(std::memory_order_relaxed)) {
+        engine_local_interrupt(c);  // in-kernel irqchip (local_devices.cpp)
+        if (c.exit_pending) return finish();
+      }
+      if (want_window && irq_window_open(c)) return simple(cpu::ExitReason::IrqWindowOpen);
     }
-    if (p.q_pending.load(std::memory_order_relaxed)) [[unlikely]]
-      engine_drain_requests(c);
-    if (!p.dead.empty()) [[unlikely]]
-      p.dead.clear();
-    if (p.irq_attention->load(std::memory_order_relaxed)) [[unlikely]] {
-      engine_local_interrupt(c);  // in-kernel irqchip (local_devices.cpp)
-      if (c.exit_pending) return finish();
-    }
-    if (ctl.request_interrupt_window && irq_window_open(c)) return simple(cpu::ExitReason::IrqWindowOpen);
 
-    if (c.interrupt_shadow || trace_insns || debug_active(c)) [[unlikely]] {
+    if (c.interrupt_shadow | trace_insns | debug_active_fast(c)) [[unlikely]] {
+      prev = nullptr;
       if (step(c) == Step::Exit) return finish();
       continue;
     }
-    Block* b = nullptr;
-    try {
-      b = lookup_block(c);
-    } catch (const Fault& f) {
-      on_fault(c, f);
-      if (c.exit_pending) return finish();
-      continue;
-    } catch (const StopInsn&) {
-      p.stopped = true;
-      return finish();
+    const uint64_t lin = cs_linear(c);
+    const uint64_t tag = chain_tag(c, lin);
+    Block* b = prev ? follow_link(c, *prev, tag, lin) : nullptr;
+    if (!b) [[unlikely]] {
+      try {
+        b = lookup_block(c);
+      } catch (const Fault& f) {
+        prev = nullptr;
+        on_fault(c, f);
+        if (c.exit_pending) return finish();
+        continue;
+      } catch (const StopInsn&) {
+        p.stopped = true;
+        return finish();
+      }
+      if (!b) {
+        prev = nullptr;
+        if (step(c) == Step::Exit) return finish();
+        continue;
+      }
+      if (prev) make_link(c, *prev, tag, b);
     }
-    if (!b) {
-      if (step(c) == Step::Exit) return finish();
-      continue;
-    }
-    stats_block(c.id, b->insns.size());  // ANYKVM_STATS counters (trace.h): one add per block
+    scope.insns += b->n;
+    ++scope.blocks;
+    prev = b;
     if (run_block(c, *b) == Step::Exit) return finish();
   }
 }

@@ -19,10 +19,26 @@ namespace anykvm::soft {
 
 // A run of decoded instructions inside one guest-physical page.
 struct Block {
+  // Where execution went after this block (block chaining): the successor is
+  // taken without the block-cache lookup when CS:EIP gives the same linear
+  // address at the same CPL and code size, the TLB still maps that address to
+  // the successor's page for execution, and no block was invalidated since
+  // the link was made (so `to` is alive); a link made before an epoch bump
+  // revalidates `to` as lookup_block would.
+  struct Link {
+    uint64_t tag = ~uint64_t(0);  // chain_tag(): linear address | CPL 3 | code32
+    uint64_t gpa = 0;             // to->gpa
+    Block* to = nullptr;
+    uint64_t inval = 0;           // Private::inval when made
+    uint32_t epoch = 0;           // Private::epoch when `to` was last validated through it
+  };
   uint64_t key = 0;            // (gpa << 1) | code32
   uint64_t gpa = 0;            // first byte
   uint32_t validated_epoch = 0;
+  uint32_t n = 0;              // insns.size()
   bool valid = true;
+  uint8_t next_link = 0;       // the slot the next new successor replaces
+  Link links[2];
   std::vector<x86::Insn> insns;
   std::vector<uint8_t> bytes;  // the decoded bytes, for validation after user-space writes
 };
@@ -51,12 +67,15 @@ struct Cpu::Private {
   bool block_stop = false;  // the running block's page was written: stop after this instruction
 
   // Block cache.
-  static constexpr size_t k_fast = 4096;
+  static constexpr size_t k_fast = 8192;
   std::array<Block*, k_fast> fast{};
   std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;
   std::unordered_map<uint64_t, std::vector<Block*>> page_blocks;  // pfn -> blocks on it
   std::vector<std::unique_ptr<Block>> dead;  // invalidated while possibly running; freed at a boundary
   uint32_t epoch = 1;       // bumped at each KVM_RUN entry and memory-map change: blocks revalidate
+  // Bumped when blocks are invalidated: every Block::Link goes stale. 64 bits:
+  // a link whose count came round again would point at freed memory.
+  uint64_t inval = 0;
   uint64_t mem_generation = 0;
 
   // Cross-vCPU requests (another vCPU wrote a code page / made a page code).
@@ -65,7 +84,8 @@ struct Cpu::Private {
   std::vector<uint64_t> q_revoke;  // pfns whose TLB write tags must go
   std::atomic<bool> q_pending{false};
 
-  static size_t fast_index(uint64_t key) { return (key ^ (key >> 13)) & (k_fast - 1); }
+  // Key bit 0 is the code size: the index mixes the page offset with the frame number.
+  static size_t fast_index(uint64_t key) { return ((key >> 1) ^ (key >> 13)) & (k_fast - 1); }
 };
 
 class SoftVcpu final : public cpu::VcpuBackend {

@@ -52,11 +52,13 @@ std::unique_ptr<cpu::VcpuBackend> SoftVm::create_vcpu(VcpuId id) { return std::m
 void SoftVm::attach(Cpu* c) {
   std::lock_guard<std::mutex> g(m_lock);
   m_cpus.push_back(c);
+  m_ncpus.store(m_cpus.size(), std::memory_order_relaxed);
 }
 
 void SoftVm::detach(Cpu* c) {
   std::lock_guard<std::mutex> g(m_lock);
   m_cpus.erase(std::remove(m_cpus.begin(), m_cpus.end(), c), m_cpus.end());
+  m_ncpus.store(m_cpus.size(), std::memory_order_relaxed);
 }
 
 void SoftVm::mark_code_page(Cpu& owner, uint64_t pfn) {

@@ -48,11 +48,14 @@ class SoftVm final : public cpu::VmBackend {
   void mark_code_page(Cpu& owner, uint64_t pfn);
   void attach(Cpu* c);
   void detach(Cpu* c);
+  // vCPUs of this VM (relaxed): LOCKed instructions need host atomics only with two or more.
+  size_t vcpu_count() const { return m_ncpus.load(std::memory_order_relaxed); }
 
  private:
   std::unique_ptr<std::atomic<uint64_t>[]> m_code_bits;
   std::mutex m_lock;
   std::vector<Cpu*> m_cpus;
+  std::atomic<size_t> m_ncpus{0};
 };
 
 }  // namespace anykvm::soft

@@ -6,7 +6,7 @@
 // ANYKVM_STATS=1 (or =path, appended to) prints, when the process exits, each
 // vCPU's executed instructions, blocks and exits by reason, its thread's CPU
 // time and the rate (instructions per CPU second); `make bench` reads it. The
-// counters always run: one add per block (stats_block), exits counted in
+// counters always run: one add per block (stats_add), exits counted in
 // trace_exit, which the loop calls on every exit while ANYKVM_STATS is set.
 // Instructions are counted per block entered, by the block's length: a block
 // left early (fault, exit) counts whole, single-stepped instructions not at all.
@@ -47,11 +47,13 @@ struct alignas(64) VcpuStats {
 constexpr unsigned k_stats_vcpus = 64;  // vCPU ids beyond share slots (id % 64)
 extern VcpuStats g_vcpu_stats[k_stats_vcpus];
 
-// A block of n decoded instructions is about to run (the engine loop's one line).
-inline void stats_block(VcpuId id, uint64_t n) {
+// `blocks` blocks of `insns` decoded instructions in all ran. The engine loop
+// counts in locals and adds them here when it leaves the loop or takes its
+// slow path (event polling), so the per-block cost is two register adds.
+inline void stats_add(VcpuId id, uint64_t insns, uint64_t blocks) {
   VcpuStats& s = g_vcpu_stats[id.raw() % k_stats_vcpus];
-  s.insns.store(s.insns.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  s.blocks.store(s.blocks.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  s.insns.store(s.insns.load(std::memory_order_relaxed) + insns, std::memory_order_relaxed);
+  s.blocks.store(s.blocks.load(std::memory_order_relaxed) + blocks, std::memory_order_relaxed);
 }
 
 // One executed instruction: CS:EIP, bytes, Intel-syntax disassembly.

@@ -20,12 +20,14 @@ struct RecordingLine final : IrqLine {
 struct RecordingBus final : ApicBus {
   std::vector<ApicMessage> messages;
   std::vector<uint8_t> eois;
+  std::vector<uint8_t> edge_eois;
   int answer = 1;
   int deliver(const ApicMessage& msg, Lapic*) override {
     messages.push_back(msg);
     return answer;
   }
   void broadcast_eoi(Vector v) override { eois.push_back(v.raw()); }
+  void edge_eoi(Vector v) override { edge_eois.push_back(v.raw()); }
 };
 
 }  // namespace anykvm::devices::test

@@ -88,8 +88,11 @@ TEST_F(LapicTest, AcknowledgeAndEoiNest) {
   ASSERT_EQ(bus.eois.size(), 1u);
   EXPECT_EQ(bus.eois[0], 0x92);
   EXPECT_EQ(rd(PPR), 0x30u);
-  wr(EOI, 0);  // edge: no broadcast
+  EXPECT_TRUE(bus.edge_eois.empty());
+  wr(EOI, 0);  // edge: no broadcast, only the ack notifiers' edge_eoi
   EXPECT_EQ(bus.eois.size(), 1u);
+  ASSERT_EQ(bus.edge_eois.size(), 1u);
+  EXPECT_EQ(bus.edge_eois[0], 0x31);
   EXPECT_EQ(rd(PPR), 0x00u);
   EXPECT_FALSE(isr_bit(0x31));
 }

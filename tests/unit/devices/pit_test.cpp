@@ -241,6 +241,40 @@ TEST_F(PitTest, WithoutReinjectLostTicksCoalesce) {
   EXPECT_EQ(pit.pending_ticks(), 0u);
 }
 
+TEST_F(PitTest, UnmaskForgetsAnUnacknowledgedPulse) {
+  // KVM's mask notifier (kvm_pit_reset_reinject): after an unmask the PIT
+  // neither waits for an ack of a pulse the guest never saw nor owes ticks.
+  program(0, 2, 1000);
+  at_ticks(3500);
+  pit.update();
+  EXPECT_EQ(irq0.rising, 1);
+  EXPECT_EQ(pit.pending_ticks(), 2u);
+  pit.reset_reinject();
+  EXPECT_EQ(pit.pending_ticks(), 0u);
+  pit.update();
+  EXPECT_EQ(irq0.rising, 1);
+  at_ticks(4000);
+  pit.update();
+  EXPECT_EQ(irq0.rising, 2);  // no ack was needed
+}
+
+TEST_F(PitTest, TurningReinjectOnDoesNotWaitForAnOldPulse) {
+  pit.set_reinject(false);
+  program(0, 2, 1000);
+  at_ticks(1000);
+  pit.update();
+  EXPECT_EQ(irq0.rising, 1);
+  pit.set_reinject(true);  // kvm_pit_set_reinject: irq_ack = 1
+  at_ticks(2000);
+  pit.update();
+  EXPECT_EQ(irq0.rising, 2);
+  at_ticks(3000);
+  pit.update();
+  EXPECT_EQ(irq0.rising, 2);  // now it waits for the ack of the second
+  pit.irq_acked();
+  EXPECT_EQ(irq0.rising, 3);
+}
+
 TEST_F(PitTest, SpeakerPortBits) {
   EXPECT_EQ(in(0x61) & 0x03, 0);
   out(0x61, 0x03);

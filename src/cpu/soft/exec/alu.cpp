@@ -42,10 +42,10 @@ inline T alu(Cpu& c, T d, T s) {
 }
 
 // r/m op= value, with the memory read-modify-write done before any commit.
-template <Alu OP, typename T>
+template <Alu OP, typename T, Rm M>
 inline void alu_rm(Cpu& c, const Insn& i, T s) {
-  if (i.mem) {
-    uint64_t a = ea(c, i);
+  if (rm_is_mem<M>(i)) {
+    uint64_t a = ea_rm<M>(c, i);
     T d = c.read<T>(i.seg, a);
     LazyFlags saved = c.lf;
     T r = alu<OP, T>(c, d, s);
@@ -63,14 +63,14 @@ inline void alu_rm(Cpu& c, const Insn& i, T s) {
   }
 }
 
-template <Alu OP, typename T>
+template <Alu OP, typename T, Rm M = Rm::Dyn>
 void h_EG(Cpu& c, const Insn& i) {
-  alu_rm<OP, T>(c, i, get_reg<T>(c, i));
+  alu_rm<OP, T, M>(c, i, get_reg<T>(c, i));
   advance(c, i);
 }
-template <Alu OP, typename T>
+template <Alu OP, typename T, Rm M = Rm::Dyn>
 void h_GE(Cpu& c, const Insn& i) {
-  T s = get_rm<T>(c, i);
+  T s = get_rm<T, M>(c, i);
   T r = alu<OP, T>(c, get_reg<T>(c, i), s);
   if constexpr (OP != Alu::Cmp) put_reg<T>(c, i, r);
   advance(c, i);
@@ -81,23 +81,23 @@ void h_AI(Cpu& c, const Insn& i) {
   if constexpr (OP != Alu::Cmp) c.set_reg<T>(k_rax, r);
   advance(c, i);
 }
-template <Alu OP, typename T>
+template <Alu OP, typename T, Rm M = Rm::Dyn>
 void h_EI(Cpu& c, const Insn& i) {
-  alu_rm<OP, T>(c, i, T(i.imm));
+  alu_rm<OP, T, M>(c, i, T(i.imm));
   advance(c, i);
 }
 
 // TEST: AND without a result.
-template <typename T>
+template <typename T, Rm M = Rm::Dyn>
 void h_test_EG(Cpu& c, const Insn& i) {
-  T d = get_rm<T>(c, i);
+  T d = get_rm<T, M>(c, i);
   T s = get_reg<T>(c, i);
   set_lazy<T>(c, FlagOp::Logic, d, s, T(d & s));
   advance(c, i);
 }
-template <typename T>
+template <typename T, Rm M = Rm::Dyn>
 void h_test_EI(Cpu& c, const Insn& i) {
-  T d = get_rm<T>(c, i);
+  T d = get_rm<T, M>(c, i);
   set_lazy<T>(c, FlagOp::Logic, d, T(i.imm), T(d & T(i.imm)));
   advance(c, i);
 }
@@ -116,10 +116,10 @@ inline T incdec(Cpu& c, T d) {
   set_lazy<T>(c, DEC ? FlagOp::Dec : FlagOp::Inc, d, T(1), r, cf);
   return r;
 }
-template <bool DEC, typename T>
+template <bool DEC, typename T, Rm M = Rm::Dyn>
 void h_incdec_rm(Cpu& c, const Insn& i) {
-  if (i.mem) {
-    uint64_t a = ea(c, i);
+  if (rm_is_mem<M>(i)) {
+    uint64_t a = ea_rm<M>(c, i);
     T d = c.read<T>(i.seg, a);
     LazyFlags saved = c.lf;
     T r = incdec<DEC, T>(c, d);
@@ -169,6 +169,9 @@ void reg_alu(DispatchTable& t, uint8_t base) {
   t.set(key1(base + 4), ANYKVM_SIZED1(h_AI, OP));
   t.set(key1(base + 5), ANYKVM_SIZED1(h_AI, OP));
   for (uint8_t g1 : {0x80, 0x81, 0x82, 0x83}) t.set(key1(g1, int8_t(base >> 3)), ANYKVM_SIZED1(h_EI, OP));
+  ANYKVM_SPECIALIZE_RM_SIZED1(h_EG, OP);
+  ANYKVM_SPECIALIZE_RM_SIZED1(h_GE, OP);
+  ANYKVM_SPECIALIZE_RM_SIZED1(h_EI, OP);
 }
 
 }  // namespace
@@ -186,6 +189,8 @@ void register_alu(DispatchTable& t) {
   t.set(key1(0x85), ANYKVM_SIZED(h_test_EG));
   t.set(key1(0xa8), ANYKVM_SIZED(h_test_AI));
   t.set(key1(0xa9), ANYKVM_SIZED(h_test_AI));
+  ANYKVM_SPECIALIZE_RM_SIZED(h_test_EG);
+  ANYKVM_SPECIALIZE_RM_SIZED(h_test_EI);
   for (uint8_t op : {0xf6, 0xf7}) {
     t.set(key1(op, 0), ANYKVM_SIZED(h_test_EI));
     t.set(key1(op, 1), ANYKVM_SIZED(h_test_EI));
@@ -196,6 +201,8 @@ void register_alu(DispatchTable& t) {
     t.set(key1(op, 0), ANYKVM_SIZED1(h_incdec_rm, false));
     t.set(key1(op, 1), ANYKVM_SIZED1(h_incdec_rm, true));
   }
+  ANYKVM_SPECIALIZE_RM_SIZED1(h_incdec_rm, false);
+  ANYKVM_SPECIALIZE_RM_SIZED1(h_incdec_rm, true);
   for (uint8_t r = 0; r < 8; ++r) {
     t.set(key1(0x40 + r), ANYKVM_SIZED1(h_incdec_reg, false));
     t.set(key1(0x48 + r), ANYKVM_SIZED1(h_incdec_reg, true));

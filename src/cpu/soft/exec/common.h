@@ -1,7 +1,8 @@
 // Helpers shared by the integer instruction handlers (exec/*.cpp): effective
 // addresses (SDM vol. 1, 3.7.5), r/m and reg operand access by operand size,
 // RIP advance with the code size's wrap, and the registration macros that bind
-// one handler template per operand size. Every handler reads memory (and
+// one handler template per operand size, plus the operand-form (Rm) variants
+// bound per decoded instruction. Every handler reads memory (and
 // checks writes) before it commits registers, per the cpu.h rules.
 #pragma once
 #include "cpu/soft/cpu.h"
@@ -33,15 +34,75 @@ inline uint64_t ip_mask(const Cpu& c) { return c.code32() ? 0xffffffffull : 0xff
 inline uint64_t next_ip(const Cpu& c, const Insn& i) { return (c.rip + i.len) & ip_mask(c); }
 inline void advance(Cpu& c, const Insn& i) { c.rip = next_ip(c, i); }
 
-template <typename T>
-inline T get_rm(Cpu& c, const Insn& i) {
-  return i.mem ? c.read<T>(i.seg, ea(c, i)) : c.reg<T>(i.rm);
+// Operand forms of a ModRM r/m operand. Handlers take one as a template
+// parameter (default Dyn: test Insn::mem and compute the address generally);
+// bind_handler (dispatch.cpp) swaps in the variant for the decoded form, so the
+// hot forms run without the mem / base / index / address-size branches, which
+// an indirect-called handler shared by all forms predicts badly.
+//   Reg    mod == 3
+//   MemB   32-bit addressing, [base + disp]
+//   MemBI  32-bit addressing, [base + index*scale + disp]
+//   MemD   32-bit addressing, [disp32]
+enum class Rm : uint8_t { Dyn, Reg, MemB, MemBI, MemD };
+
+template <Rm M>
+inline bool rm_is_mem(const Insn& i) {
+  if constexpr (M == Rm::Dyn) return i.mem;
+  else return M != Rm::Reg;
 }
-template <typename T>
+template <Rm M>
+inline uint64_t ea_rm(const Cpu& c, const Insn& i) {
+  if constexpr (M == Rm::MemB) return uint32_t(c.gpr[i.base] + uint64_t(i.disp));
+  else if constexpr (M == Rm::MemBI) return uint32_t(c.gpr[i.base] + (c.gpr[i.index] << i.scale) + uint64_t(i.disp));
+  else if constexpr (M == Rm::MemD) return uint32_t(uint64_t(i.disp));
+  else return ea(c, i);
+}
+
+template <typename T, Rm M = Rm::Dyn>
+inline T get_rm(Cpu& c, const Insn& i) {
+  return rm_is_mem<M>(i) ? c.read<T>(i.seg, ea_rm<M>(c, i)) : c.reg<T>(i.rm);
+}
+template <typename T, Rm M = Rm::Dyn>
 inline void put_rm(Cpu& c, const Insn& i, T v) {
-  if (i.mem) c.write<T>(i.seg, ea(c, i), v);
+  if (rm_is_mem<M>(i)) c.write<T>(i.seg, ea_rm<M>(c, i), v);
   else c.set_reg<T>(i.rm, v);
 }
+
+// Specialization at bind time: `generic` is a registered handler; the
+// specializer returns the handler to use for a decoded instruction, or nullptr
+// to keep `generic`. Registered by the exec areas next to their table entries.
+using Specializer = x86::Handler (*)(const Insn&);
+void add_specializer(x86::Handler generic, Specializer s);
+
+// The Rm variant matching a decoded ModRM operand (nullptr: keep the generic one).
+template <x86::Handler R, x86::Handler B, x86::Handler BI, x86::Handler D>
+x86::Handler rm_variant(const Insn& i) {
+  if (!i.has_modrm) return nullptr;
+  if (!i.mem) return R;
+  if (i.addrsize != 4 || i.rip_relative) return nullptr;
+  if (i.base != x86::k_no_reg) return i.index != x86::k_no_reg ? BI : B;
+  return i.index == x86::k_no_reg ? D : nullptr;
+}
+// ANYKVM_SPECIALIZE_RM(h_foo<A, uint32_t) registers h_foo<A, uint32_t>'s Rm
+// variants (the handler's last template parameter is its Rm form).
+#define ANYKVM_RM_V(M, ...) __VA_ARGS__, ::anykvm::soft::ex::Rm::M>
+#define ANYKVM_SPECIALIZE_RM(...)                                                                      \
+  ::anykvm::soft::ex::add_specializer(                                                                 \
+      ANYKVM_RM_V(Dyn, __VA_ARGS__),                                                                   \
+      ::anykvm::soft::ex::rm_variant<ANYKVM_RM_V(Reg, __VA_ARGS__), ANYKVM_RM_V(MemB, __VA_ARGS__),    \
+                                     ANYKVM_RM_V(MemBI, __VA_ARGS__), ANYKVM_RM_V(MemD, __VA_ARGS__)>)
+#define ANYKVM_SPECIALIZE_RM_SIZED(fn) \
+  do {                                 \
+    ANYKVM_SPECIALIZE_RM(fn<uint8_t);  \
+    ANYKVM_SPECIALIZE_RM(fn<uint16_t); \
+    ANYKVM_SPECIALIZE_RM(fn<uint32_t); \
+  } while (0)
+#define ANYKVM_SPECIALIZE_RM_SIZED1(fn, a) \
+  do {                                     \
+    ANYKVM_SPECIALIZE_RM(fn<a, uint8_t);   \
+    ANYKVM_SPECIALIZE_RM(fn<a, uint16_t);  \
+    ANYKVM_SPECIALIZE_RM(fn<a, uint32_t);  \
+  } while (0)
 template <typename T>
 inline T get_reg(const Cpu& c, const Insn& i) {
   return c.reg<T>(i.reg);

@@ -2,6 +2,8 @@
 // RET imm16, LOOP/LOOPE/LOOPNE, JCXZ/JECXZ. Targets are truncated to the operand
 // size and checked against the CS limit (#GP(0)) before anything is pushed or
 // committed. Far forms belong to the system area (events/far.cpp).
+#include <utility>
+
 #include "cpu/soft/exec/common.h"
 
 namespace anykvm::soft::ex {
@@ -17,6 +19,22 @@ void h_jcc(Cpu& c, const Insn& i) {
   if (eval_cond(c, i.opcode & 0xf)) jump_to(c, rel_target<T>(c, i), sizeof(T));
   else advance(c, i);
 }
+// Jcc with the condition fixed at bind time (eval_cond folds to the one test).
+template <unsigned CC, typename T>
+void h_jcc_cc(Cpu& c, const Insn& i) {
+  if (eval_cond(c, CC)) jump_to(c, rel_target<T>(c, i), sizeof(T));
+  else advance(c, i);
+}
+template <typename T, unsigned... CC>
+x86::Handler jcc_variant_of(unsigned cc, std::integer_sequence<unsigned, CC...>) {
+  static constexpr x86::Handler k_by_cc[] = {h_jcc_cc<CC, T>...};
+  return k_by_cc[cc & 0xf];
+}
+template <typename T>
+x86::Handler jcc_variant(const Insn& i) {
+  return jcc_variant_of<T>(i.opcode, std::make_integer_sequence<unsigned, 16>{});
+}
+
 template <typename T>
 void h_jmp_rel(Cpu& c, const Insn& i) {
   jump_to(c, rel_target<T>(c, i), sizeof(T));
@@ -79,6 +97,8 @@ void register_control(DispatchTable& t) {
     t.set(key1(0x70 + cc), ANYKVM_V(h_jcc));
     t.set(key2(0x80 + cc), ANYKVM_V(h_jcc));
   }
+  add_specializer(h_jcc<uint16_t>, jcc_variant<uint16_t>);
+  add_specializer(h_jcc<uint32_t>, jcc_variant<uint32_t>);
   t.set(key1(0xeb), ANYKVM_V(h_jmp_rel));
   t.set(key1(0xe9), ANYKVM_V(h_jmp_rel));
   t.set(key1(0xff, 4), ANYKVM_V(h_jmp_E));

@@ -7,19 +7,19 @@
 namespace anykvm::soft::ex {
 namespace {
 
-template <typename T>
+template <typename T, Rm M = Rm::Dyn>
 void h_mov_EG(Cpu& c, const Insn& i) {
-  put_rm<T>(c, i, get_reg<T>(c, i));
+  put_rm<T, M>(c, i, get_reg<T>(c, i));
   advance(c, i);
 }
-template <typename T>
+template <typename T, Rm M = Rm::Dyn>
 void h_mov_GE(Cpu& c, const Insn& i) {
-  put_reg<T>(c, i, get_rm<T>(c, i));
+  put_reg<T>(c, i, get_rm<T, M>(c, i));
   advance(c, i);
 }
-template <typename T>
+template <typename T, Rm M = Rm::Dyn>
 void h_mov_EI(Cpu& c, const Insn& i) {
-  put_rm<T>(c, i, T(i.imm));
+  put_rm<T, M>(c, i, T(i.imm));
   advance(c, i);
 }
 template <typename T>
@@ -57,15 +57,16 @@ void h_mov_S_E(Cpu& c, const Insn& i) {
   advance(c, i);
 }
 
-template <typename T>
+// LEA with a register operand is #UD (decoder); its Reg variant is the generic one.
+template <typename T, Rm M = Rm::Dyn>
 void h_lea(Cpu& c, const Insn& i) {
-  put_reg<T>(c, i, T(ea(c, i)));
+  put_reg<T>(c, i, T(ea_rm<M == Rm::Reg ? Rm::Dyn : M>(c, i)));
   advance(c, i);
 }
 
-template <typename S, bool SIGN, typename T>
+template <typename S, bool SIGN, typename T, Rm M = Rm::Dyn>
 void h_movx(Cpu& c, const Insn& i) {
-  S v = get_rm<S>(c, i);
+  S v = get_rm<S, M>(c, i);
   T r = SIGN ? T(std::make_signed_t<T>(std::make_signed_t<S>(v))) : T(v);
   put_reg<T>(c, i, r);
   advance(c, i);
@@ -138,9 +139,9 @@ void h_cmpxchg8b(Cpu& c, const Insn& i) {
   advance(c, i);
 }
 
-template <typename T>
+template <typename T, Rm M = Rm::Dyn>
 void h_cmov(Cpu& c, const Insn& i) {
-  T v = get_rm<T>(c, i);  // the source is read (and may fault) whatever the condition
+  T v = get_rm<T, M>(c, i);  // the source is read (and may fault) whatever the condition
   if (eval_cond(c, i.opcode & 0xf)) put_reg<T>(c, i, v);
   advance(c, i);
 }
@@ -198,6 +199,9 @@ void register_data(DispatchTable& t) {
     t.set(key1(0xb0 + r), ANYKVM_SIZED(h_mov_ZI));
     t.set(key1(0xb8 + r), ANYKVM_SIZED(h_mov_ZI));
   }
+  ANYKVM_SPECIALIZE_RM_SIZED(h_mov_EG);
+  ANYKVM_SPECIALIZE_RM_SIZED(h_mov_GE);
+  ANYKVM_SPECIALIZE_RM_SIZED(h_mov_EI);
   t.set(key1(0xa0), ANYKVM_SIZED(h_mov_A_O));
   t.set(key1(0xa1), ANYKVM_SIZED(h_mov_A_O));
   t.set(key1(0xa2), ANYKVM_SIZED(h_mov_O_A));
@@ -205,10 +209,20 @@ void register_data(DispatchTable& t) {
   t.set(key1(0x8c), ANYKVM_V(h_mov_E_S));
   t.set(key1(0x8e), h_mov_S_E);
   t.set(key1(0x8d), ANYKVM_V(h_lea));
+  ANYKVM_SPECIALIZE_RM(h_lea<uint16_t);
+  ANYKVM_SPECIALIZE_RM(h_lea<uint32_t);
   t.set(key2(0xb6), SizedHandler{nullptr, h_movx<uint8_t, false, uint16_t>, h_movx<uint8_t, false, uint32_t>, nullptr});
   t.set(key2(0xb7), SizedHandler{nullptr, h_movx<uint16_t, false, uint16_t>, h_movx<uint16_t, false, uint32_t>, nullptr});
   t.set(key2(0xbe), SizedHandler{nullptr, h_movx<uint8_t, true, uint16_t>, h_movx<uint8_t, true, uint32_t>, nullptr});
   t.set(key2(0xbf), SizedHandler{nullptr, h_movx<uint16_t, true, uint16_t>, h_movx<uint16_t, true, uint32_t>, nullptr});
+  ANYKVM_SPECIALIZE_RM(h_movx<uint8_t, false, uint16_t);
+  ANYKVM_SPECIALIZE_RM(h_movx<uint8_t, false, uint32_t);
+  ANYKVM_SPECIALIZE_RM(h_movx<uint16_t, false, uint16_t);
+  ANYKVM_SPECIALIZE_RM(h_movx<uint16_t, false, uint32_t);
+  ANYKVM_SPECIALIZE_RM(h_movx<uint8_t, true, uint16_t);
+  ANYKVM_SPECIALIZE_RM(h_movx<uint8_t, true, uint32_t);
+  ANYKVM_SPECIALIZE_RM(h_movx<uint16_t, true, uint16_t);
+  ANYKVM_SPECIALIZE_RM(h_movx<uint16_t, true, uint32_t);
   t.set(key1(0x86), ANYKVM_SIZED(h_xchg_EG));
   t.set(key1(0x87), ANYKVM_SIZED(h_xchg_EG));
   for (uint8_t r = 1; r < 8; ++r) t.set(key1(0x90 + r), ANYKVM_V(h_xchg_Z));

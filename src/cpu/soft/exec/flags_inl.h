@@ -15,7 +15,9 @@ inline uint64_t size_sign(unsigned size) { return 1ull << (8 * size - 1); }
 inline bool parity_even(uint8_t v) { return !__builtin_parity(v); }
 
 // Record a lazy flag operation. For Adc/Sbb `carry_in` is the CF consumed; for
-// Inc/Dec it is the CF kept (INC/DEC leave CF unchanged).
+// Inc/Dec it is the CF kept (INC/DEC leave CF unchanged). dst, src and res are
+// stored zero-extended from T (this is their only writer), so the single-flag
+// readers below compare them without masking to the operand size.
 template <typename T>
 inline void set_lazy(Cpu& c, FlagOp op, T dst, T src, T res, bool carry_in = false) {
   c.lf.op = op;
@@ -23,7 +25,9 @@ inline void set_lazy(Cpu& c, FlagOp op, T dst, T src, T res, bool carry_in = fal
   c.lf.dst = dst;
   c.lf.src = src;
   c.lf.res = res;
-  c.lf.flags = carry_in ? fl::CF : 0;
+  // Only these read `flags` (lazy_arith_flags, lazy_cf): skip the store for the rest.
+  if (op == FlagOp::Adc || op == FlagOp::Sbb || op == FlagOp::Inc || op == FlagOp::Dec)
+    c.lf.flags = carry_in ? fl::CF : 0;
 }
 
 // Materialized OSZAPC (the rest of EFLAGS is untouched).
@@ -93,7 +97,7 @@ inline uint32_t lazy_arith_flags(const LazyFlags& f) {
 // Single-flag readers (cheaper than computing all six).
 inline bool lazy_zf(const LazyFlags& f) {
   if (f.op == FlagOp::None) return f.flags & fl::ZF;
-  return (f.res & size_mask(f.size)) == 0;
+  return f.res == 0;
 }
 inline bool lazy_sf(const LazyFlags& f) {
   if (f.op == FlagOp::None) return f.flags & fl::SF;
@@ -107,21 +111,26 @@ inline bool lazy_cf(const LazyFlags& f) {
   switch (f.op) {
     case FlagOp::None: return f.flags & fl::CF;
     case FlagOp::Logic: return false;
-    case FlagOp::Sub: {
-      uint64_t m = size_mask(f.size);
-      return (f.dst & m) < (f.src & m);
-    }
-    case FlagOp::Add: {
-      uint64_t m = size_mask(f.size);
-      return (f.res & m) < (f.dst & m);
-    }
+    case FlagOp::Sub: return f.dst < f.src;
+    case FlagOp::Add: return f.res < f.dst;
+    case FlagOp::Inc:
+    case FlagOp::Dec: return f.flags & fl::CF;  // the CF kept
     default: return lazy_arith_flags(f) & fl::CF;
   }
 }
 inline bool lazy_of(const LazyFlags& f) {
-  if (f.op == FlagOp::None) return f.flags & fl::OF;
-  if (f.op == FlagOp::Logic) return false;
-  return lazy_arith_flags(f) & fl::OF;
+  const uint64_t sign = size_sign(f.size);
+  switch (f.op) {
+    case FlagOp::None: return f.flags & fl::OF;
+    case FlagOp::Logic: return false;
+    case FlagOp::Add:
+    case FlagOp::Adc: return ((f.dst ^ f.res) & (f.src ^ f.res) & sign) != 0;
+    case FlagOp::Sub:
+    case FlagOp::Sbb: return ((f.dst ^ f.src) & (f.dst ^ f.res) & sign) != 0;
+    case FlagOp::Inc: return f.res == sign;
+    case FlagOp::Dec: return f.res == sign - 1;
+    default: return lazy_arith_flags(f) & fl::OF;
+  }
 }
 // Materialize everything and replace CF (CLC/STC/CMC, shifts by 0 keep all).
 inline void lazy_set_cf(Cpu& c, bool v) {
@@ -136,12 +145,12 @@ inline void lazy_set_cf(Cpu& c, bool v) {
 // 5 NE, 6 BE, 7 A, 8 S, 9 NS, A P, B NP, C L, D GE, E LE, F G.
 enum class Cond : uint8_t { O, NO, B, AE, E, NE, BE, A, S, NS, P, NP, L, GE, LE, G };
 
-inline bool eval_cond(const Cpu& c, unsigned cc) {
+[[gnu::always_inline]] inline bool eval_cond(const Cpu& c, unsigned cc) {
   bool r;
   // Fast path: a compare/subtract just happened (the common Jcc case).
   if (c.lf.op == FlagOp::Sub) {
-    const uint64_t m = size_mask(c.lf.size), sign = size_sign(c.lf.size);
-    const uint64_t d = c.lf.dst & m, s = c.lf.src & m;
+    const uint64_t sign = size_sign(c.lf.size);
+    const uint64_t d = c.lf.dst, s = c.lf.src;
     auto sx = [&](uint64_t v) { return int64_t(v ^ sign) - int64_t(sign); };
     // Pairs of conditions (SDM vol. 1, appendix B): cc>>1 = 1 B/AE, 2 E/NE, 3 BE/A, 6 L/GE, 7 LE/G.
     switch (cc >> 1) {

@@ -40,6 +40,27 @@ template <> struct Sfx<uint32_t> { static constexpr char c = 'l'; };
           : [fin] "r"(fin), "c"(count) : "cc");                                                              \
     return fout;                                                                                             \
   }
+// The same without loading the guest's flags first (no POPF, the slow part):
+// for instructions whose host flags were found not to depend on the incoming
+// flags (host_flags_probe below).
+#define ANYKVM_HOST_NF_END "\n\tlea -128(%%rsp), %%rsp\n\tpushfq\n\tpopq %q[fout]\n\tlea 128(%%rsp), %%rsp"
+#define ANYKVM_DEFINE_SHIFT_NF(name, insn)                                                                   \
+  template <typename T>                                                                                      \
+  inline uint64_t host_##name##_nf(T& v, uint8_t count) {                                                    \
+    uint64_t fout;                                                                                           \
+    if constexpr (sizeof(T) == 1)                                                                            \
+      asm(insn "b %%cl, %b[v]" ANYKVM_HOST_NF_END : [v] "+q"(v), [fout] "=&r"(fout) : "c"(count) : "cc");   \
+    else if constexpr (sizeof(T) == 2)                                                                       \
+      asm(insn "w %%cl, %w[v]" ANYKVM_HOST_NF_END : [v] "+r"(v), [fout] "=&r"(fout) : "c"(count) : "cc");   \
+    else                                                                                                     \
+      asm(insn "l %%cl, %k[v]" ANYKVM_HOST_NF_END : [v] "+r"(v), [fout] "=&r"(fout) : "c"(count) : "cc");   \
+    return fout;                                                                                             \
+  }
+ANYKVM_DEFINE_SHIFT_NF(shl, "shl")
+ANYKVM_DEFINE_SHIFT_NF(shr, "shr")
+ANYKVM_DEFINE_SHIFT_NF(sar, "sar")
+#undef ANYKVM_DEFINE_SHIFT_NF
+
 ANYKVM_DEFINE_SHIFT(rol, "rol")
 ANYKVM_DEFINE_SHIFT(ror, "ror")
 ANYKVM_DEFINE_SHIFT(rcl, "rcl")

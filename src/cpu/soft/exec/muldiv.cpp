@@ -87,10 +87,10 @@ void h_idiv(Cpu& c, const Insn& i) {
 }
 
 // IMUL r, r/m (0F AF) and IMUL r, r/m, imm (69, 6B).
-template <typename T>
+template <typename T, Rm M = Rm::Dyn>
 void h_imul2(Cpu& c, const Insn& i) {
   T d = get_reg<T>(c, i);
-  T s = get_rm<T>(c, i);
+  T s = get_rm<T, M>(c, i);
   uint64_t f = host_imul2<T>(d, s, guest_arith(c));
   put_reg<T>(c, i, d);
   set_flags_materialized(c, uint32_t(f));
@@ -117,6 +117,8 @@ void register_muldiv(DispatchTable& t) {
   SizedHandler i2{nullptr, h_imul2<uint16_t>, h_imul2<uint32_t>, nullptr};
   SizedHandler i3{nullptr, h_imul3<uint16_t>, h_imul3<uint32_t>, nullptr};
   t.set(key2(0xaf), i2);
+  ANYKVM_SPECIALIZE_RM(h_imul2<uint16_t);
+  ANYKVM_SPECIALIZE_RM(h_imul2<uint32_t);
   t.set(key1(0x69), i3);
   t.set(key1(0x6b), i3);
 }

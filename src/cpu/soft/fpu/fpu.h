@@ -8,6 +8,11 @@
 
 namespace anykvm::soft {
 void register_fpu_handlers(x86::DispatchTable& t);
+// A waiting x87/MMX instruction with FSW.ES set (or FERR# still asserted):
+// #MF when CR0.NE = 1; with CR0.NE = 0 FERR# goes to the in-kernel chipset
+// (IRQ 13; the instruction waits, or runs under IGNNE#), or #MF as Linux KVM
+// when there is none. Returns when the instruction may run.
+void fpu_pending_error(Cpu& c);
 void fpu_to_fxsave(const FpuUnit& f, uint8_t out[512]);
 void fpu_from_fxsave(FpuUnit& f, const uint8_t in[512]);
 void fpu_reset(FpuUnit& f);  // FNINIT + MXCSR reset state (power-on/INIT)

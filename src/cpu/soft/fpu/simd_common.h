@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "cpu/soft/exec/common.h"
+#include "cpu/soft/fpu/fpu.h"
 
 namespace anykvm::soft::simd {
 
@@ -40,9 +41,10 @@ inline void check_sse(Cpu& c) {
 }
 
 // A pending unmasked x87 exception is reported before an MMX instruction.
-// With CR0.NE = 0 the x87 area's FERR#/IRQ 13 path applies; not modelled here.
+// With CR0.NE = 0 the x87 area's FERR#/IRQ 13 path applies (fpu_pending_error).
 inline void check_x87_pending(Cpu& c) {
-  if ((c.fpu.fsw & k_fsw_es) && (c.cr0 & cr0::NE)) throw fault(Vec::MF);
+  if ((c.fpu.fsw & k_fsw_es) || c.ferr) [[unlikely]]
+    fpu_pending_error(c);
 }
 
 inline void check_mmx(Cpu& c) {

@@ -7,8 +7,8 @@
 // FRSTOR/FNSAVE in the 16/32-bit real/protected layouts of SDM vol. 1, 8.1.10)
 // are done here. Checks (SDM vol. 3, 2.5 and table 2-2): CR0.EM or CR0.TS ->
 // #NM; a waiting instruction with an unmasked exception pending (FSW.ES) ->
-// #MF when CR0.NE = 1. With CR0.NE = 0 the exception just stays pending (the
-// FERR# -> IRQ13 path through the PIC is not modelled). Memory operands are
+// #MF when CR0.NE = 1; with CR0.NE = 0, FERR# -> IRQ 13 through an in-kernel
+// PIC (fpu_pending_error), else #MF as Linux KVM. Memory operands are
 // read before, and stores written before, any FPU state changes (MMIO restart).
 // Reserved register-form aliases (D9 D8-DF, DC D0-DF, DD C8-CF, DE D0-D8/DA-DF,
 // DF C8-DF) raise #UD. FIP/FCS/FOP/FDP/FDS follow the last non-control
@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "cpu/soft/exec/common.h"
+#include "cpu/soft/fpu/fpu.h"
 #include "cpu/soft/fpu/x87_host.h"
 
 namespace anykvm::soft::x87 {
@@ -100,7 +101,8 @@ inline void check_nm(Cpu& c) {
   if (c.cr0 & (cr0::EM | cr0::TS)) throw fault(Vec::NM);
 }
 inline void check_mf(Cpu& c) {
-  if ((c.fpu.fsw & sw::ES) && (c.cr0 & cr0::NE)) throw fault(Vec::MF);
+  if ((c.fpu.fsw & sw::ES) || c.ferr) [[unlikely]]
+    fpu_pending_error(c);
 }
 
 // The x87 instruction and data pointers of a non-control instruction.

@@ -42,11 +42,12 @@ PageRes resolve(Cpu& c, uint64_t lin, Access kind, bool user) {
 
   TlbEntry& e = c.tlb.entry(user, lin);
   e = TlbEntry{};
-  e.vpage = vpage;
   e.gpa_page = gpa_page;
   e.addend = uintptr_t(host_page) - uintptr_t(vpage);
-  e.global = t.global;
-  e.large_mask = t.page_mask;
+  TlbCold& ce = c.tlb.cold_entry(user, lin);
+  ce.vpage = vpage;
+  ce.global = t.global;
+  ce.large_mask = t.page_mask;
   if (t.page_mask != k_pg_mask) c.tlb.have_large = true;
   bool watched = c.tlb.watch_data && debug_page_watched(c, vpage);
   if (!watched) e.tag_read = vpage;
@@ -229,6 +230,32 @@ void mmio_complete_read(Cpu& c, std::span<const uint8_t> data) {
 
 // ---- Cpu services ----
 
+// Offset -> linear address with the limit and type checks of the current mode.
+// Faults: #SS(0) for SS, #GP(0) otherwise.
+uint64_t mmu_seg_linear_full(Cpu& c, uint8_t s, uint64_t off, uint32_t len, bool write) {
+  const Segment& sg = c.seg[s];
+  if (c.long_mode() && c.seg[1].l) {
+    return (s >= 4 ? sg.base : 0) + off;  // 64-bit mode: no limits, only FS/GS bases
+  }
+  if (c.protected_mode() && !c.v86()) {
+    if (sg.unusable) mmu_segment_fault(c, s);
+    if (write) {
+      if ((sg.type & (segtype::Code | segtype::Writable)) != segtype::Writable) mmu_segment_fault(c, s);
+    } else if ((sg.type & (segtype::Code | segtype::Readable)) == segtype::Code) {
+      mmu_segment_fault(c, s);
+    }
+  }
+  uint64_t last = off + len - 1;
+  if ((sg.type & (segtype::Code | segtype::ExpandDown)) == segtype::ExpandDown) {
+    uint64_t upper = sg.db ? 0xffffffffull : 0xffffull;
+    if (off <= sg.limit || last > upper) mmu_segment_fault(c, s);
+  } else if (last > sg.limit) {
+    mmu_segment_fault(c, s);
+  }
+  return uint32_t(sg.base + off);
+}
+
+
 void Cpu::check_read(uint8_t s, uint64_t offset, uint32_t len) {
   uint64_t lin = mmu_seg_linear(*this, s, offset, len, false);
   if (len) split_resolve(*this, lin, std::min<uint32_t>(len, 4096), Access::Read, cpl == 3);
@@ -280,11 +307,9 @@ size_t Cpu::fetch_code(uint64_t lin, uint8_t* buf, size_t n) {
   return done;
 }
 
-uint64_t mmu_code_gpa(Cpu& c, uint64_t lin) {
+uint64_t mmu_code_gpa_slow(Cpu& c, uint64_t lin) {
   lin = mask_lin(c, lin);
   bool user = c.cpl == 3;
-  const TlbEntry& e = c.tlb.entry(user, lin);
-  if (e.tag_exec == (lin & k_pg_mask)) return e.gpa_page | (lin & k_off_mask);
   PageRes r = resolve(c, lin, Access::Exec, user);
   return r.host ? r.gpa : ~uint64_t(0);
 }

@@ -46,7 +46,14 @@ bool mmu_load_pdptes(Cpu& c);
 // Guest-physical address of the code byte at `lin` for the current CPL,
 // through the TLB's execute tag (filled on a miss). For the decoded-block
 // cache's keys. Throws #PF; returns ~0 for code outside RAM.
-uint64_t mmu_code_gpa(Cpu& c, uint64_t lin);
+uint64_t mmu_code_gpa_slow(Cpu& c, uint64_t lin);
+inline uint64_t mmu_code_gpa(Cpu& c, uint64_t lin) {
+  if (!c.long_mode()) lin = uint32_t(lin);
+  const TlbEntry& e = c.tlb.entry(c.cpl == 3, lin);
+  if (e.tag_exec == (lin & ~uint64_t(0xfff))) [[likely]]
+    return e.gpa_page | (lin & 0xfff);
+  return mmu_code_gpa_slow(c, lin);
+}
 
 // Region lookup in the current snapshot; nullptr = MMIO.
 const cpu::RamRegion* mmu_find_region(Cpu& c, uint64_t gpa);

@@ -20,13 +20,17 @@ namespace anykvm::soft {
 // Never equal to a page-aligned address.
 constexpr uint64_t k_tlb_invalid = 1;
 
+// The part every access reads (40 bytes, so both sets stay well inside L1D);
+// the rest of an entry is in TlbCold, at the same index.
 struct TlbEntry {
   uint64_t tag_read = k_tlb_invalid;
   uint64_t tag_write = k_tlb_invalid;
   uint64_t tag_exec = k_tlb_invalid;
   uintptr_t addend = 0;       // host pointer = linear address + addend
-  uint64_t vpage = k_tlb_invalid;  // linear page this entry maps
   uint64_t gpa_page = 0;      // guest-physical page it maps to
+};
+struct TlbCold {
+  uint64_t vpage = k_tlb_invalid;  // linear page this entry maps
   uint64_t large_mask = 0;    // ~(size-1) of the guest page it came from (INVLPG on 2/4 MiB pages)
   bool global = false;
 };
@@ -36,6 +40,7 @@ struct Tlb {
   static constexpr size_t k_entries = size_t(1) << k_bits;
   // [0] = supervisor accesses, [1] = user (CPL 3) accesses.
   std::array<std::array<TlbEntry, k_entries>, 2> sets{};
+  std::array<std::array<TlbCold, k_entries>, 2> cold{};
 
   // Memory map the entries were filled from; refreshed when the source's
   // generation changes (mmu_sync).
@@ -63,28 +68,36 @@ struct Tlb {
   TlbEntry& entry(bool user, uint64_t lin) { return sets[user][index(lin)]; }
   const TlbEntry& entry(bool user, uint64_t lin) const { return sets[user][index(lin)]; }
 
+  TlbCold& cold_entry(bool user, uint64_t lin) { return cold[user][index(lin)]; }
+  void clear(size_t set, size_t i) {
+    sets[set][i] = TlbEntry{};
+    cold[set][i] = TlbCold{};
+  }
+
   void flush_all() {
     for (auto& s : sets)
       for (auto& e : s) e = TlbEntry{};
+    for (auto& s : cold)
+      for (auto& e : s) e = TlbCold{};
     have_large = false;
     pdpte_valid = false;
   }
   void flush_nonglobal() {
-    for (auto& s : sets)
-      for (auto& e : s)
-        if (!e.global) e = TlbEntry{};
+    for (size_t s = 0; s < 2; ++s)
+      for (size_t i = 0; i < k_entries; ++i)
+        if (!cold[s][i].global) clear(s, i);
     pdpte_valid = false;
   }
   void flush_page(uint64_t lin) {
     uint64_t page = lin & ~uint64_t(0xfff);
-    for (auto& s : sets) {
-      TlbEntry& e = s[index(lin)];
-      if (e.vpage == page) e = TlbEntry{};
-    }
+    for (size_t s = 0; s < 2; ++s)
+      if (cold[s][index(lin)].vpage == page) clear(s, index(lin));
     if (have_large) {
-      for (auto& s : sets)
-        for (auto& e : s)
-          if (e.vpage != k_tlb_invalid && (e.vpage & e.large_mask) == (lin & e.large_mask)) e = TlbEntry{};
+      for (size_t s = 0; s < 2; ++s)
+        for (size_t i = 0; i < k_entries; ++i) {
+          const TlbCold& e = cold[s][i];
+          if (e.vpage != k_tlb_invalid && (e.vpage & e.large_mask) == (lin & e.large_mask)) clear(s, i);
+        }
     }
   }
   // Stop direct writes to one guest-physical page (it now holds decoded code,
