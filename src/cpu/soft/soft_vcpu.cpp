@@ -228,14 +228,6 @@ Step run_block(Cpu& c, const Block& b) {
   return c.exit_pending ? Step::Exit : Step::Continue;
 }
 
-// debug_active() (events/debug.cpp) without the call, for the block loop:
-// DR7 enables a breakpoint (L0-G3, bits 0-7), EFLAGS.TF or RF, or a
-// single-step trap held back by a MOV SS shadow. Keep the two in step.
-inline bool debug_active_fast(const Cpu& c) {
-  constexpr uint64_t k_dr7_enables = 0xff;
-  return (c.dr7 & k_dr7_enables) | (c.eflags_rest & (fl::TF | fl::RF)) | c.tlb.dbg.bs_deferred;
-}
-
 bool irq_window_open(const Cpu& c) {
   return (c.eflags_rest & fl::IF) && !c.interrupt_shadow && !c.irq_queued;
 }
@@ -397,7 +389,7 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
       if (want_window && irq_window_open(c)) return simple(cpu::ExitReason::IrqWindowOpen);
     }
 
-    if (c.interrupt_shadow | trace_insns | debug_active_fast(c)) [[unlikely]] {
+    if (c.interrupt_shadow | trace_insns | debug_active(c)) [[unlikely]] {
       prev = nullptr;
       if (step(c) == Step::Exit) return finish();
       continue;

@@ -43,10 +43,6 @@ void raise_trap(Cpu& c, uint8_t bits) {
 
 }  // namespace
 
-bool debug_active(const Cpu& c) {
-  return (c.dr7 & dr7::ENABLES) || (c.eflags_rest & (fl::TF | fl::RF)) || c.tlb.dbg.bs_deferred;
-}
-
 void debug_before_insn(Cpu& c) {
   c.tlb.dbg.data_hits = 0;
   c.tlb.dbg.rf_at_start = c.eflags_rest & fl::RF;

@@ -2,10 +2,17 @@
 // the system area. The engine loop calls these hooks only while debug_active().
 #pragma once
 #include <cstdint>
+
+#include "cpu/soft/cpu.h"
+
 namespace anykvm::soft {
-class Cpu;
-// DR7 enables any breakpoint, or EFLAGS.TF is set: run one instruction at a time with the hooks.
-bool debug_active(const Cpu& cpu);
+// DR7 enables any breakpoint (L0-G3, bits 0-7), EFLAGS.TF or RF is set, or a
+// single-step trap is held back by a MOV SS shadow: run one instruction at a
+// time with the hooks. Inline: the block loop asks at every block.
+inline bool debug_active(const Cpu& c) {
+  constexpr uint64_t k_dr7_enables = 0xff;
+  return (c.dr7 & k_dr7_enables) | (c.eflags_rest & (fl::TF | fl::RF)) | c.tlb.dbg.bs_deferred;
+}
 // Before an instruction executes: instruction breakpoints (#DB fault, honouring RF). Throws Fault.
 void debug_before_insn(Cpu& cpu);
 // After an instruction retired: data breakpoints hit during it and single-step (#DB trap).
