@@ -75,5 +75,52 @@ TEST_P(Locked, NoUpdateLostBetweenTwoVcpus) {
   EXPECT_EQ(u32(0x6014), 0u);
 }
 
+// LOCK CMPXCHG8B on a VM with two vCPUs (only the first runs), as Linux's
+// SLUB cmpxchg_double does on i386 once its LOCK prefixes stay (SMP): a
+// matching compare stores ECX:EBX and sets ZF; a mismatch loads EDX:EAX and
+// clears ZF (SDM CMPXCHG8B). Real mode at 0x1000:
+//   mov dword [0x6000], 0x11111111; mov dword [0x6004], 0x22222222
+//   mov eax, 0x11111111; mov edx, 0x22222222; mov ebx, 0x33333333; mov ecx, 0x44444444
+//   lock cmpxchg8b [0x6000]; setz [0x6008]
+//   mov eax, 0x55555555; mov edx, 0x66666666; lock cmpxchg8b [0x6000]; setz [0x6009]
+//   mov [0x6010], eax; mov [0x6014], edx; out 0x10, al; hlt
+const std::vector<uint8_t> k_cmpxchg8b_guest = {
+    0x66, 0xc7, 0x06, 0x00, 0x60, 0x11, 0x11, 0x11, 0x11, 0x66, 0xc7, 0x06, 0x04, 0x60, 0x22, 0x22, 0x22, 0x22,
+    0x66, 0xb8, 0x11, 0x11, 0x11, 0x11, 0x66, 0xba, 0x22, 0x22, 0x22, 0x22, 0x66, 0xbb, 0x33, 0x33, 0x33, 0x33,
+    0x66, 0xb9, 0x44, 0x44, 0x44, 0x44, 0xf0, 0x0f, 0xc7, 0x0e, 0x00, 0x60, 0x0f, 0x94, 0x06, 0x08, 0x60, 0x66,
+    0xb8, 0x55, 0x55, 0x55, 0x55, 0x66, 0xba, 0x66, 0x66, 0x66, 0x66, 0xf0, 0x0f, 0xc7, 0x0e, 0x00, 0x60, 0x0f,
+    0x94, 0x06, 0x09, 0x60, 0x66, 0xa3, 0x10, 0x60, 0x66, 0x89, 0x16, 0x14, 0x60, 0xe6, 0x10, 0xf4};
+
+TEST_P(Locked, Cmpxchg8bWithTwoVcpus) {
+  GuestMem mem(0x8000);
+  std::memcpy(mem.ptr + 0x1000, k_cmpxchg8b_guest.data(), k_cmpxchg8b_guest.size());
+  int vm = create_vm();
+  ASSERT_EQ(set_region(vm, 0, 0, 0, 0x8000, mem.uaddr()), 0);
+  int vcpu0 = create_vcpu(vm, 0);
+  kvm_run* run = map_run(vcpu0);
+  start_real_mode_at_0x1000(vcpu0);
+  ASSERT_GE(create_vcpu(vm, 1), 0);
+  long rc;
+  do {
+    rc = io(vcpu0, KVM_RUN, 0ul);
+  } while (rc == -EINTR);
+  if (on_linux() && rc == 0 && run->exit_reason == KVM_EXIT_INTERNAL_ERROR)
+    GTEST_SKIP() << "this host's KVM cannot run the real-mode guest";
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(run->exit_reason, uint32_t(KVM_EXIT_IO));
+  EXPECT_EQ(run->io.port, 0x10);
+  auto u32 = [&](uint32_t a) {
+    uint32_t v;
+    std::memcpy(&v, mem.ptr + a, 4);
+    return v;
+  };
+  EXPECT_EQ(u32(0x6000), 0x33333333u) << "stored ECX:EBX on a match";
+  EXPECT_EQ(u32(0x6004), 0x44444444u);
+  EXPECT_EQ(mem.ptr[0x6008], 1) << "ZF after a match";
+  EXPECT_EQ(mem.ptr[0x6009], 0) << "ZF after a mismatch";
+  EXPECT_EQ(u32(0x6010), 0x33333333u) << "EAX loaded on a mismatch";
+  EXPECT_EQ(u32(0x6014), 0x44444444u) << "EDX loaded on a mismatch";
+}
+
 }  // namespace
 }  // namespace abitest

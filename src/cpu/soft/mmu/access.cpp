@@ -256,14 +256,30 @@ uint64_t mmu_seg_linear_full(Cpu& c, uint8_t s, uint64_t off, uint32_t len, bool
 }
 
 
+// A range inside one page whose TLB entry already allows the access needs no
+// walk: the entry is left as it is. (exec/locked.cpp points the entry at a
+// scratch copy while a LOCKed handler runs; a refill here would send the
+// handler's accesses, e.g. CMPXCHG8B's, around it to guest memory.)
+namespace {
+bool tlb_allows(Cpu& c, uint64_t lin, uint32_t len, bool write) {
+  lin = mask_lin(c, lin);
+  const uint64_t page = lin & k_pg_mask;
+  if (((lin + len - 1) & k_pg_mask) != page) return false;
+  const TlbEntry& e = c.tlb.entry(c.cpl == 3, lin);
+  return (write ? e.tag_write : e.tag_read) == page;
+}
+}  // namespace
+
 void Cpu::check_read(uint8_t s, uint64_t offset, uint32_t len) {
   uint64_t lin = mmu_seg_linear(*this, s, offset, len, false);
-  if (len) split_resolve(*this, lin, std::min<uint32_t>(len, 4096), Access::Read, cpl == 3);
+  if (len && !tlb_allows(*this, lin, len, false))
+    split_resolve(*this, lin, std::min<uint32_t>(len, 4096), Access::Read, cpl == 3);
 }
 
 void Cpu::check_write(uint8_t s, uint64_t offset, uint32_t len) {
   uint64_t lin = mmu_seg_linear(*this, s, offset, len, true);
-  if (len) split_resolve(*this, lin, std::min<uint32_t>(len, 4096), Access::Write, cpl == 3);
+  if (len && !tlb_allows(*this, lin, len, true))
+    split_resolve(*this, lin, std::min<uint32_t>(len, 4096), Access::Write, cpl == 3);
 }
 
 size_t Cpu::fetch_code(uint64_t lin, uint8_t* buf, size_t n) {
