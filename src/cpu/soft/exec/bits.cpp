@@ -143,7 +143,7 @@ void h_bt(Cpu& c, const Insn& i) {
     bit = T(i.imm & (bits - 1));
   } else {
     int64_t off = int64_t(Signed<T>(get_reg<T>(c, i)));
-    a = (a + uint64_t((off >> (sizeof(T) == 2 ? 4 : 5)) * int64_t(sizeof(T)))) & addr_mask(i.addrsize);
+    a = bt_operand_address(i, a, off, sizeof(T));
     bit = T(off & (bits - 1));
   }
   T v = c.read<T>(i.seg, a);

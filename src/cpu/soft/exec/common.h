@@ -116,6 +116,13 @@ inline void put_reg(Cpu& c, const Insn& i, T v) {
 template <typename T>
 using Signed = std::make_signed_t<T>;
 
+// BT/BTS/BTR/BTC m, r: the signed register bit offset selects the operand
+// `size` bytes wide at ea + (offset >> log2(bits)) * size (SDM BT, "bit base +
+// offset"). Returns that address; the bit within it is offset & (bits - 1).
+inline uint64_t bt_operand_address(const Insn& i, uint64_t ea, int64_t offset, unsigned size) {
+  return (ea + uint64_t((offset >> (size == 2 ? 4 : 5)) * int64_t(size))) & addr_mask(i.addrsize);
+}
+
 // Counter register of the address size (string ops, LOOP, JCXZ).
 inline uint64_t get_count(const Cpu& c, unsigned addrsize) { return c.gpr[k_rcx] & addr_mask(addrsize); }
 inline void set_count(Cpu& c, unsigned addrsize, uint64_t v) {

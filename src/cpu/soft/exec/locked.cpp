@@ -32,7 +32,7 @@ Operand locked_operand(const Cpu& c, const Insn& i) {
     if (i.opcode == 0xc7) return {a, 8};  // CMPXCHG8B
     if (i.opcode == 0xab || i.opcode == 0xb3 || i.opcode == 0xbb) {
       int64_t off = size == 2 ? int64_t(int16_t(c.gpr[i.reg])) : int64_t(int32_t(c.gpr[i.reg]));
-      a = (a + uint64_t((off >> (size == 2 ? 4 : 5)) * int64_t(size))) & addr_mask(i.addrsize);
+      a = bt_operand_address(i, a, off, size);
     }
   }
   return {a, size};
