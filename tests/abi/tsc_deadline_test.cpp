@@ -65,12 +65,19 @@ TEST_P(TscDeadline, TimerFiresAndRearms) {
   m.e[0].index = 0x6e0;
   ASSERT_EQ(io(vcpu, k_GET_MSRS, &m), 1);
   EXPECT_EQ(m.e[0].data, 0u);
-  // Host-initiated write and read back (QEMU's migration of the MSR).
-  m.e[0].data = 0x123456789abcull;
+  // Host-initiated write and read back (QEMU's migration of the MSR): a
+  // deadline far in the guest's future (relative to its TSC, MSR 0x10, so
+  // the test does not depend on how long the host has been up), not fired.
+  MsrsBuf t{};
+  t.nmsrs = 1;
+  t.e[0].index = 0x10;
+  ASSERT_EQ(io(vcpu, k_GET_MSRS, &t), 1);
+  const uint64_t deadline = t.e[0].data + (uint64_t(1) << 44);
+  m.e[0].data = deadline;
   ASSERT_EQ(io(vcpu, k_SET_MSRS, &m), 1);
   m.e[0].data = 0;
   ASSERT_EQ(io(vcpu, k_GET_MSRS, &m), 1);
-  EXPECT_EQ(m.e[0].data, 0x123456789abcull);
+  EXPECT_EQ(m.e[0].data, deadline);
   prove("KVM_CAP_TSC_DEADLINE_TIMER");
 }
 
