@@ -27,6 +27,10 @@ enum class ExitReason : uint8_t {
   Debug,          // KVM_EXIT_DEBUG (guest debugging requested by user space)
   Interrupted,    // a kick / immediate_exit: KVM_RUN returns -1 EINTR
   IoapicEoi,      // KVM_EXIT_IOAPIC_EOI (split irqchip): eoi_vector filled
+  // KVM_RUN returns -1 EAGAIN, exit_reason untouched: an UNINITIALIZED vCPU
+  // woke and accepted its INIT/SIPI (kvm_arch_vcpu_ioctl_run); it runs from
+  // the next KVM_RUN.
+  Again,
 };
 
 enum class InternalSuberror : uint32_t { Emulation = 1, SimulEx = 2, DeliveryEv = 3, UnexpectedExitReason = 4 };
@@ -167,6 +171,9 @@ class VcpuBackend {
   virtual void set_events(const Events& e) = 0;
   virtual MpState get_mp_state() const = 0;
   virtual void set_mp_state(MpState s) = 0;
+  // KVM_GET_MP_STATE with an in-kernel LAPIC: act on the INIT/SIPI it latched
+  // first (kvm_apic_accept_events), so the state reported is the new one.
+  virtual void accept_events() {}
 
   // MSR access as KVM_GET/SET_MSRS (host_initiated = true) sees it. false: not
   // handled (the ioctl stops counting there).

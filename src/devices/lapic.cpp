@@ -365,8 +365,8 @@ bool Lapic::read_reg(uint32_t offset, uint32_t& value) {
 void Lapic::write_lvt(ApicReg r, uint32_t value) {
   uint32_t writable = k_lvt_error_bits;
   switch (r) {
-    case ApicReg::LvtTimer:
-      writable = k_lvt_timer_bits;
+    case ApicReg::LvtTimer:  // the mode bits the guest's CPUID allows (Linux's timer_mode_mask)
+      writable = (k_lvt_timer_bits & ~bits(Lvt::TimerModeMask)) | m_timer_mode_mask.load(std::memory_order_relaxed);
       break;
     case ApicReg::LvtThermal:
     case ApicReg::LvtPerf:

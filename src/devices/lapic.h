@@ -4,8 +4,9 @@
 // LDR/DFR logical destinations, SVR software enable, the error register, ICR
 // IPIs (fixed, lowest priority, SMI, NMI, INIT, SIPI, shorthands), the six
 // LVTs KVM has (no CMCI), and the timer in one-shot, periodic and TSC-deadline
-// modes with a 1 GHz bus clock like KVM's. Left out: focus processor checking,
-// directed EOI, remote read; INIT level de-assert is ignored (as on P4 and later).
+// modes (the last only if the guest's CPUID has it) with a 1 GHz bus clock like
+// KVM's. Left out: focus processor checking, directed EOI, remote read; INIT
+// level de-assert is ignored (as on P4 and later).
 // State is the register page itself: LapicState is Linux's struct kvm_lapic_state.
 //
 // Threading: the vCPU thread drives it; IPIs and IOAPIC messages from other
@@ -15,6 +16,7 @@
 // per VM held around every call into any device; ApicBus callbacks run with
 // it held. Per-device locks would need the bus to queue messages instead.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <optional>
 
@@ -72,9 +74,19 @@ class Lapic {
 
   // ---- TSC deadline (IA32_TSC_DEADLINE, MSR 0x6e0) ----
   // The caller passes the guest TSC now; tsc_khz converts cycles to ns.
+  // Both read as 0 / ignore the write unless the APIC is enabled and in
+  // TSC-deadline mode (Linux's kvm_get/set_lapic_tscdeadline_msr).
   void set_tsc_khz(uint32_t khz) { m_tsc_khz = khz ? khz : 1; }
   uint64_t tsc_deadline() const;
   void set_tsc_deadline(uint64_t deadline, uint64_t guest_tsc_now);
+  // Whether the guest's CPUID.1:ECX[24] lets it select TSC-deadline mode
+  // (SDM 10.5.4.1; Linux's timer_mode_mask, set by KVM_SET_CPUID2): without it
+  // only one-shot and periodic are writable. A bare Lapic allows it. Any thread
+  // (atomic): KVM_SET_CPUID2 sets it under the vCPU's mutex only, as Linux.
+  void set_tsc_deadline_mode_allowed(bool on) {
+    m_timer_mode_mask.store(on ? bits(Lvt::TimerModeMask) : uint32_t(TimerMode::Periodic) << k_lvt_timer_mode_shift,
+                            std::memory_order_relaxed);
+  }
 
   // ---- the bus side ----
   bool matches(const ApicMessage& msg, const Lapic* source) const;
@@ -162,6 +174,8 @@ class Lapic {
   Nanoseconds m_timer_expiry{};  // next interrupt
   uint64_t m_tsc_deadline = 0;
   uint32_t m_tsc_khz = 1'000'000;
+  // LVT timer mode bits the guest may set (Lvt::TimerModeMask or periodic only).
+  std::atomic<uint32_t> m_timer_mode_mask{bits(Lvt::TimerModeMask)};
 };
 
 }  // namespace anykvm::devices

@@ -15,7 +15,9 @@ constexpr int64_t k_min_periodic_ns = 200'000;
 }  // namespace
 
 TimerMode Lapic::timer_mode() const {
-  uint32_t m = (reg(ApicReg::LvtTimer) & bits(Lvt::TimerModeMask)) >> k_lvt_timer_mode_shift;
+  // KVM_SET_LAPIC stores the register as given; only allowed modes take effect.
+  const uint32_t allowed = m_timer_mode_mask.load(std::memory_order_relaxed);
+  uint32_t m = (reg(ApicReg::LvtTimer) & allowed) >> k_lvt_timer_mode_shift;
   return m == 3 ? TimerMode::OneShot : TimerMode(m);  // 3 is reserved
 }
 
@@ -75,10 +77,12 @@ std::optional<Nanoseconds> Lapic::next_timer_deadline() const {
   return m_timer_expiry;
 }
 
-uint64_t Lapic::tsc_deadline() const { return timer_mode() == TimerMode::TscDeadline ? m_tsc_deadline : 0; }
+uint64_t Lapic::tsc_deadline() const {
+  return hw_enabled() && timer_mode() == TimerMode::TscDeadline ? m_tsc_deadline : 0;
+}
 
 void Lapic::set_tsc_deadline(uint64_t deadline, uint64_t guest_tsc_now) {
-  if (timer_mode() != TimerMode::TscDeadline) return;  // ignored in the other modes
+  if (!hw_enabled() || timer_mode() != TimerMode::TscDeadline) return;  // ignored in the other modes
   m_tsc_deadline = deadline;
   if (!deadline) {
     stop_timer();

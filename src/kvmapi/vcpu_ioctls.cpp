@@ -408,6 +408,16 @@ long ioctl_Vcpu_SET_CPUID2(Handle& h, unsigned long arg) {
   std::vector<cpu::CpuidEntry> out;
   for (const auto& x : e) out.push_back({x.function, x.index, x.flags, x.eax, x.ebx, x.ecx, x.edx});
   h.vcpu->cpuid = out;
+  if (h.vcpu->irq) {
+    // kvm_vcpu_after_set_cpuid: leaf 1 decides whether the LVT timer's
+    // TSC-deadline mode is writable (CPUID.1:ECX[24]); no leaf 1, no change.
+    constexpr uint32_t k_cpuid1_ecx_tsc_deadline = 1u << 24;
+    for (const cpu::CpuidEntry& x : out)
+      if (x.function == 1) {
+        h.vcpu->irq->lapic().set_tsc_deadline_mode_allowed(x.ecx & k_cpuid1_ecx_tsc_deadline);
+        break;
+      }
+  }
   vcpu_of(h).backend().set_cpuid(std::move(out));
   return 0;
 }
@@ -425,17 +435,33 @@ long ioctl_Vcpu_GET_CPUID2(Handle& h, unsigned long arg) {
 
 
 long ioctl_Vcpu_GET_MP_STATE(Handle& h, unsigned long arg) {
-  kvm_mp_state m{uint32_t(vcpu_of(h).backend().get_mp_state())};
+  machine::Vcpu& v = vcpu_of(h);
+  // kvm_arch_vcpu_ioctl_get_mpstate: kvm_apic_accept_events first, so a
+  // latched INIT/SIPI is acted on (the vCPU reset or started) and reported.
+  if (v.irq) v.backend().accept_events();
+  kvm_mp_state m{uint32_t(v.backend().get_mp_state())};
   return get_struct(arg, m);
 }
 
 long ioctl_Vcpu_SET_MP_STATE(Handle& h, unsigned long arg) {
   kvm_mp_state m;
   if (!read_struct(arg, m)) return -EFAULT;
-  // Without an in-kernel LAPIC only RUNNABLE is accepted (kvm_arch_vcpu_ioctl_set_mpstate).
-  if (!h.vcpu->irq && m.mp_state != KVM_MP_STATE_RUNNABLE) return -EINVAL;
-  // With one any state is stored; SIPI_RECEIVED becomes INIT_RECEIVED as in Linux.
-  if (m.mp_state == KVM_MP_STATE_SIPI_RECEIVED) m.mp_state = KVM_MP_STATE_INIT_RECEIVED;
+  // kvm_arch_vcpu_ioctl_set_mpstate: RUNNABLE always; the INIT/SIPI and halt
+  // states need an in-kernel LAPIC; anything else is EINVAL.
+  switch (m.mp_state) {
+    case KVM_MP_STATE_RUNNABLE:
+      break;
+    case KVM_MP_STATE_UNINITIALIZED:
+    case KVM_MP_STATE_INIT_RECEIVED:
+    case KVM_MP_STATE_HALTED:
+    case KVM_MP_STATE_SIPI_RECEIVED:
+      if (!h.vcpu->irq) return -EINVAL;
+      break;
+    default:  // KVM_MP_STATE_AP_RESET_HOLD (SEV-ES only) is not served here
+      return -EINVAL;
+  }
+  // SIPI_RECEIVED is INIT_RECEIVED with a SIPI latched at the LAPIC's last
+  // SIPI vector; the engine keeps it as SipiReceived until it accepts events.
   vcpu_of(h).backend().set_mp_state(cpu::MpState(m.mp_state));
   return 0;
 }
@@ -611,6 +637,8 @@ long ioctl_Vcpu_RUN(Handle& h, unsigned long) {
     case cpu::ExitReason::Interrupted:
       run->exit_reason = KVM_EXIT_INTR;
       return -EINTR;
+    case cpu::ExitReason::Again:
+      return -EAGAIN;
     case cpu::ExitReason::Io:
       run->exit_reason = KVM_EXIT_IO;
       run->io.direction = ex.io.out ? KVM_EXIT_IO_OUT : KVM_EXIT_IO_IN;

@@ -1,9 +1,13 @@
 // Two vCPUs on one VM with the in-kernel irqchip (Linux 6.1 arch/x86/kvm/
-// lapic.c kvm_apic_accept_events, x86.c kvm_arch_vcpu_ioctl_run): an AP
-// created after KVM_CREATE_IRQCHIP is UNINITIALIZED, an INIT IPI puts it in
-// INIT_RECEIVED where KVM_RUN blocks (only a kick ends it, with EINTR), a SIPI
-// starts it at the vector's page, and an NMI IPI reaches it through its IVT.
-// The BSP drives its xAPIC ICR from real mode through FS (base 0xfee00000).
+// lapic.c kvm_apic_accept_events, x86.c kvm_arch_vcpu_ioctl_run and
+// kvm_arch_vcpu_ioctl_get/set_mpstate): an AP created after KVM_CREATE_IRQCHIP
+// is UNINITIALIZED, and its KVM_RUN only waits for an event, accepts INIT/SIPI
+// and returns EAGAIN; an INIT puts it in INIT_RECEIVED where KVM_RUN blocks
+// (only a kick ends it, with EINTR), a SIPI starts it at the vector's page, and
+// an NMI IPI reaches it through its IVT. KVM_GET_MP_STATE accepts INIT/SIPI
+// first; KVM_SET_MP_STATE(SIPI_RECEIVED) latches a SIPI at the last vector.
+// The BSP drives its xAPIC ICR from real mode through FS (base 0xfee00000);
+// SmpStates sends INIT and SIPI from the host as MSIs.
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -54,7 +58,161 @@ const std::vector<uint8_t> k_ap = {0xc7, 0x06, 0x00, 0x60, 0xcd, 0xab, 0xe6, 0x1
 // NMI handler at 0000:2100 (IVT entry 2): mov word [0x6002], 0x1234; out 0x12; hlt.
 const std::vector<uint8_t> k_nmi = {0xc7, 0x06, 0x02, 0x60, 0x34, 0x12, 0xe6, 0x12, 0xf4, 0xeb, 0xfe};
 
+// MSI data for KVM_SIGNAL_MSI (delivery mode in bits 10:8, edge): an INIT, or
+// a SIPI with its vector in bits 7:0, sent from the host.
+constexpr uint32_t k_msi_init = 5u << 8, k_msi_sipi = 6u << 8;
+
+// A VM with the in-kernel irqchip, 64 KiB of RAM holding k_ap at 0x2000, vCPU
+// 0 (the BSP) and vCPU 1 (an AP, UNINITIALIZED), both with the supported
+// CPUID; the AP's run area is in t_run for the kick.
+struct TwoVcpus {
+  int vm = -1, bsp = -1, ap = -1;
+  kvm_run* ap_run = nullptr;
+};
+
 }  // namespace
+
+// Fixture helpers for the INIT/SIPI tests (Linux 6.1 x86.c: the UNINITIALIZED
+// branch of kvm_arch_vcpu_ioctl_run, kvm_arch_vcpu_ioctl_get/set_mpstate).
+class SmpStates : public Smp {
+ protected:
+  TwoVcpus make(GuestMem& mem) {
+    TwoVcpus t;
+    std::memcpy(mem.ptr + 0x2000, k_ap.data(), k_ap.size());
+    t.vm = create_vm();
+    EXPECT_EQ(io(t.vm, KVM_CREATE_IRQCHIP, 0ul), 0);
+    EXPECT_EQ(set_region(t.vm, 0, 0, 0, mem.size, mem.uaddr()), 0);
+    t.bsp = create_vcpu(t.vm, 0);
+    t.ap = create_vcpu(t.vm, 1);
+    auto tp = std::make_unique<CpuidBuf>();
+    tp->nent = 256;
+    EXPECT_EQ(sys(k_GET_SUPPORTED_CPUID, tp.get()), 0);
+    EXPECT_EQ(io(t.bsp, k_SET_CPUID2, tp.get()), 0);
+    EXPECT_EQ(io(t.ap, k_SET_CPUID2, tp.get()), 0);
+    // Linux's APIC map sees a vCPU created after its last recalculation only
+    // once something (KVM_SET_LAPIC, as QEMU does) redoes it.
+    kvm_lapic_state lapic;
+    EXPECT_EQ(io(t.ap, KVM_GET_LAPIC, &lapic), 0);
+    EXPECT_EQ(io(t.ap, KVM_SET_LAPIC, &lapic), 0);
+    t.ap_run = map_run(t.ap);
+    t_run = t.ap_run;
+    return t;
+  }
+  void TearDown() override {
+    t_run = nullptr;
+    Smp::TearDown();
+  }
+  // INIT or SIPI (with its vector) to APIC ID 1; > 0 when it was delivered.
+  long msi_to_ap(int vm, uint32_t data) {
+    kvm_msi m{};
+    m.address_lo = 0xfee00000u | (1u << 12);
+    m.data = data;
+    return io(vm, KVM_SIGNAL_MSI, &m);
+  }
+  uint32_t mp_state(int vcpu) {
+    kvm_mp_state m{~0u};
+    EXPECT_EQ(io(vcpu, KVM_GET_MP_STATE, &m), 0);
+    return m.mp_state;
+  }
+  // KVM_RUN of the AP on this thread, kicked (SIGUSR1, which sets
+  // immediate_exit) after 2 s so a KVM_RUN that blocks fails instead of hanging.
+  long run_ap_with_watchdog(const TwoVcpus& t) {
+    std::atomic<bool> done{false};
+    pthread_t self = pthread_self();
+    std::thread w([&] {
+      for (int i = 0; i < 200 && !done.load(); ++i) usleep(10 * 1000);
+      if (!done.load()) pthread_kill(self, SIGUSR1);
+    });
+    long r = io(t.ap, KVM_RUN, 0ul);
+    done = true;
+    w.join();
+    t.ap_run->immediate_exit = 0;
+    return r;
+  }
+};
+ABI_SUITE(SmpStates);
+
+TEST_P(SmpStates, UninitializedApRunReturnsEagainAfterAcceptingInit) {
+  GuestMem mem(0x10000);
+  TwoVcpus t = make(mem);
+  EXPECT_EQ(mp_state(t.ap), uint32_t(KVM_MP_STATE_UNINITIALIZED));
+  ASSERT_GT(msi_to_ap(t.vm, k_msi_init), 0);
+  t.ap_run->exit_reason = KVM_EXIT_UNKNOWN;
+  // The INIT makes it runnable for kvm_vcpu_block: accepted, then EAGAIN
+  // (exit_reason untouched); the vCPU did not run.
+  EXPECT_EQ(run_ap_with_watchdog(t), -EAGAIN);
+  EXPECT_EQ(t.ap_run->exit_reason, uint32_t(KVM_EXIT_UNKNOWN));
+  EXPECT_EQ(mp_state(t.ap), uint32_t(KVM_MP_STATE_INIT_RECEIVED));
+  kvm_regs r{};
+  ASSERT_EQ(io(t.ap, KVM_GET_REGS, &r), 0);
+  EXPECT_EQ(r.rip, 0xfff0u);
+  // INIT_RECEIVED is no longer that branch: the SIPI starts it in this KVM_RUN.
+  ASSERT_GT(msi_to_ap(t.vm, k_msi_sipi | 0x02), 0);
+  ASSERT_EQ(run_ap_with_watchdog(t), 0);
+  EXPECT_EQ(t.ap_run->exit_reason, uint32_t(KVM_EXIT_IO));
+  EXPECT_EQ(t.ap_run->io.port, 0x11);
+}
+
+TEST_P(SmpStates, UninitializedApDropsASipiWithoutInit) {
+  GuestMem mem(0x10000);
+  TwoVcpus t = make(mem);
+  ASSERT_GT(msi_to_ap(t.vm, k_msi_sipi | 0x02), 0);
+  EXPECT_EQ(run_ap_with_watchdog(t), -EAGAIN);  // woken, the SIPI dropped
+  EXPECT_EQ(mp_state(t.ap), uint32_t(KVM_MP_STATE_UNINITIALIZED));
+  // Nothing pending: it blocks until the kick, EINTR.
+  EXPECT_EQ(run_ap_with_watchdog(t), -EINTR);
+  EXPECT_EQ(t.ap_run->exit_reason, uint32_t(KVM_EXIT_INTR));
+  EXPECT_EQ(mp_state(t.ap), uint32_t(KVM_MP_STATE_UNINITIALIZED));
+}
+
+TEST_P(SmpStates, GetMpStateAcceptsInitAndSipi) {
+  GuestMem mem(0x10000);
+  TwoVcpus t = make(mem);
+  ASSERT_GT(msi_to_ap(t.vm, k_msi_init), 0);
+  EXPECT_EQ(mp_state(t.ap), uint32_t(KVM_MP_STATE_INIT_RECEIVED));
+  ASSERT_GT(msi_to_ap(t.vm, k_msi_sipi | 0x02), 0);
+  EXPECT_EQ(mp_state(t.ap), uint32_t(KVM_MP_STATE_RUNNABLE));
+  kvm_sregs s{};
+  ASSERT_EQ(io(t.ap, KVM_GET_SREGS, &s), 0);
+  EXPECT_EQ(s.cs.selector, 0x200);
+  EXPECT_EQ(s.cs.base, 0x2000u);
+  kvm_regs r{};
+  ASSERT_EQ(io(t.ap, KVM_GET_REGS, &r), 0);
+  EXPECT_EQ(r.rip, 0u);
+  ASSERT_EQ(run_ap_with_watchdog(t), 0);
+  EXPECT_EQ(t.ap_run->exit_reason, uint32_t(KVM_EXIT_IO));
+  EXPECT_EQ(t.ap_run->io.port, 0x11);
+}
+
+TEST_P(SmpStates, SetMpStateSipiReceivedLatchesTheLastSipi) {
+  GuestMem mem(0x10000);
+  TwoVcpus t = make(mem);
+  ASSERT_GT(msi_to_ap(t.vm, k_msi_init), 0);
+  ASSERT_GT(msi_to_ap(t.vm, k_msi_sipi | 0x02), 0);
+  ASSERT_EQ(run_ap_with_watchdog(t), -EAGAIN);  // UNINITIALIZED: accepted both, did not run
+  ASSERT_EQ(run_ap_with_watchdog(t), 0);        // now it runs up to its OUT 0x11
+  ASSERT_EQ(t.ap_run->exit_reason, uint32_t(KVM_EXIT_IO));
+  // INIT_RECEIVED with a SIPI pending at the LAPIC's last SIPI vector: the
+  // next accept (here KVM_GET_MP_STATE) starts it at 0200:0000 again.
+  kvm_regs r{};
+  ASSERT_EQ(io(t.ap, KVM_GET_REGS, &r), 0);
+  r.rip = 0x1234;
+  ASSERT_EQ(io(t.ap, KVM_SET_REGS, &r), 0);
+  kvm_mp_state m{KVM_MP_STATE_SIPI_RECEIVED};
+  ASSERT_EQ(io(t.ap, KVM_SET_MP_STATE, &m), 0);
+  EXPECT_EQ(mp_state(t.ap), uint32_t(KVM_MP_STATE_RUNNABLE));
+  ASSERT_EQ(io(t.ap, KVM_GET_REGS, &r), 0);
+  EXPECT_EQ(r.rip, 0u);
+  kvm_sregs s{};
+  ASSERT_EQ(io(t.ap, KVM_GET_SREGS, &s), 0);
+  EXPECT_EQ(s.cs.selector, 0x200);
+  ASSERT_EQ(run_ap_with_watchdog(t), 0);
+  EXPECT_EQ(t.ap_run->exit_reason, uint32_t(KVM_EXIT_IO));
+  EXPECT_EQ(t.ap_run->io.port, 0x11);
+  // States other than Linux's x86 ones are EINVAL.
+  m.mp_state = KVM_MP_STATE_STOPPED;
+  EXPECT_EQ(io(t.ap, KVM_SET_MP_STATE, &m), -EINVAL);
+}
 
 TEST_P(Smp, InitSipiNmiThroughTheIcr) {
   GuestMem mem(0x10000);

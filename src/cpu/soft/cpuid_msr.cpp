@@ -15,6 +15,7 @@
 #include "cpu/backend.h"
 #include "cpu/soft/cpu.h"
 #include "cpu/soft/fpu/fpu.h"
+#include "cpu/soft/soft_vm.h"
 
 namespace anykvm::soft {
 namespace {
@@ -54,7 +55,7 @@ enum Msr : uint32_t {
   MtrrPhysMask7 = 0x20f, MtrrFix64k = 0x250, MtrrFix16k80 = 0x258, MtrrFix16kA0 = 0x259,
   MtrrFix4kC0 = 0x268, MtrrFix4kF8 = 0x26f, Pat = 0x277, MtrrDefType = 0x2ff, Mc0Ctl = 0x400,
   Efer = 0xc0000080, Star = 0xc0000081, Lstar = 0xc0000082, Cstar = 0xc0000083, Fmask = 0xc0000084,
-  KernelGsBase = 0xc0000102, TscAux = 0xc0000103,
+  KernelGsBase = 0xc0000102, TscAux = 0xc0000103, TscDeadline = cpu::LocalDevices::k_msr_tsc_deadline,
 };
 
 constexpr unsigned k_mc_banks = 10;  // cpu.mc_banks holds 4 MSRs per bank
@@ -122,6 +123,27 @@ uint64_t host_tsc_count() {
 
 uint64_t guest_tsc(const Cpu& c) { return host_tsc_count() + c.tsc_offset; }
 
+void tsc_synchronize(Cpu& c, uint64_t value) {
+  constexpr uint64_t k_one_second = k_tsc_khz * 1000;
+  TscSync& s = c.vm.tsc_sync;
+  std::lock_guard<std::mutex> g(s.lock);
+  const uint64_t now = host_tsc_count();  // 1 GHz: TSC cycles and ns are the same unit
+  bool synchronizing = value == 0;        // a vCPU's creation or reset
+  if (!synchronizing) {
+    const uint64_t expected = s.last_write + (now - s.last_host);
+    synchronizing = value < expected + k_one_second && value + k_one_second > expected;
+  }
+  // The host clock is stable (CLOCK_MONOTONIC), so a matched write takes the
+  // generation's offset exactly, as Linux does with a stable host TSC.
+  const bool matched = synchronizing && s.written;
+  const uint64_t offset = matched ? s.cur_offset : value - now;
+  if (!matched) s.cur_offset = offset;
+  s.written = true;
+  s.last_write = value;
+  s.last_host = now;
+  c.tsc_offset = offset;
+}
+
 void cpuid_query(const Cpu& c, uint32_t fn, uint32_t idx, uint32_t out[4]) {
   const cpu::CpuidEntry* e = find_leaf(c, fn, idx);
   if (!e) e = out_of_range_leaf(c, fn, idx);
@@ -178,6 +200,7 @@ bool msr_read(Cpu& c, uint32_t i, uint64_t& v, bool host) {
       return true;
     case KvmWallClock: v = c.kvm_wall_clock; return true;
     case KvmSystemTime: v = c.kvm_system_time; return true;
+    case TscDeadline: v = 0; return true;  // no in-kernel LAPIC (kvm_get_lapic_tscdeadline_msr)
     default: break;
   }
   if (i >= MtrrPhysBase0 && i <= MtrrPhysMask7) {
@@ -205,8 +228,12 @@ bool msr_write(Cpu& c, uint32_t i, uint64_t v, bool host) {
   }
   switch (i) {
     case Tsc:
-      // IA32_TSC writes move the offset so the guest reads `v` now (17.17).
-      c.tsc_offset = v - host_tsc_count();
+      if (host) {
+        tsc_synchronize(c, v);
+      } else {
+        // The guest's WRMSR moves the offset so it reads `v` now (SDM 17.17).
+        c.tsc_offset = v - host_tsc_count();
+      }
       return true;
     case ApicBase: {
       uint64_t reserved = phys_reserved() | 0x2ff;  // bits 7:0, 9 and above MAXPHYADDR
@@ -267,6 +294,7 @@ bool msr_write(Cpu& c, uint32_t i, uint64_t v, bool host) {
       return true;
     case KvmWallClock: c.kvm_wall_clock = v; return true;
     case KvmSystemTime: c.kvm_system_time = v; return true;
+    case TscDeadline: return true;  // no in-kernel LAPIC: ignored (kvm_set_lapic_tscdeadline_msr)
     default: break;
   }
   if (i >= MtrrPhysBase0 && i <= MtrrPhysMask7) {
@@ -341,7 +369,7 @@ std::vector<uint32_t> soft_msr_index_list() {
   using namespace anykvm::soft;
   std::vector<uint32_t> v = {Tsc, ApicBase, UcodeRev, SysenterCs, SysenterEsp, SysenterEip, McgStatus, McgCtl,
                              MiscEnable, Pat, MtrrDefType, Efer, Star, Lstar, Cstar, Fmask, KernelGsBase,
-                             TscAux, KvmWallClock, KvmSystemTime, MtrrCap, McgCap};
+                             TscAux, KvmWallClock, KvmSystemTime, MtrrCap, McgCap, TscDeadline};
   for (uint32_t i = MtrrPhysBase0; i <= MtrrPhysMask7; ++i) v.push_back(i);
   for (uint32_t i : {MtrrFix64k, MtrrFix16k80, MtrrFix16kA0}) v.push_back(i);
   for (uint32_t i = MtrrFix4kC0; i <= MtrrFix4kF8; ++i) v.push_back(i);

@@ -4,6 +4,7 @@
 // WRMSR and the host-initiated KVM_GET/SET_MSRS. vCPU thread only.
 #pragma once
 #include <cstdint>
+#include <mutex>
 
 namespace anykvm::soft {
 class Cpu;
@@ -13,6 +14,22 @@ class Cpu;
 constexpr uint64_t k_tsc_khz = 1000000;
 uint64_t host_tsc_count();
 uint64_t guest_tsc(const Cpu& c);
+
+// The VM's record of host-initiated TSC writes (Linux 6.1 x86.c
+// kvm_synchronize_tsc): a write of 0 (every vCPU's creation, QEMU's reset) or
+// of what the previous write has grown to, give or take one second, joins the
+// current generation and takes its offset, so the vCPUs' TSCs agree; any other
+// value starts a new generation. One per SoftVm; any thread, guarded by lock.
+struct TscSync {
+  std::mutex lock;
+  bool written = false;     // kvm->arch.last_tsc_khz != 0: a generation exists
+  uint64_t last_write = 0;  // last_tsc_write
+  uint64_t last_host = 0;   // last_tsc_nsec, as a host_tsc_count()
+  uint64_t cur_offset = 0;  // cur_tsc_offset
+};
+// A host-initiated write of `value` to IA32_TSC (KVM_SET_MSRS; 0 when the
+// vCPU is created, as kvm_arch_vcpu_postcreate). Sets c.tsc_offset.
+void tsc_synchronize(Cpu& c, uint64_t value);
 
 // CPUID as the guest sees it: cpu.cpuid_table (KVM_SET_CPUID2) with KVM's
 // out-of-range rule and dynamic bits (OSXSAVE follows CR4, APIC follows

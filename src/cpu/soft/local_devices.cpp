@@ -2,6 +2,10 @@
 // taking its interrupt at a block boundary, and KVM_RUN with HLT handled
 // inside it (Linux's kvm_vcpu_halt: a halted vCPU blocks until an interrupt
 // it would take, a kick or a signal; KVM_EXIT_HLT only without an irqchip).
+// The INIT/SIPI states follow Linux 6.1's x86.c and lapic.c: KVM_RUN of an
+// UNINITIALIZED vCPU only waits, accepts INIT/SIPI and returns EAGAIN; one in
+// INIT_RECEIVED waits inside KVM_RUN for its SIPI; KVM_GET_MP_STATE accepts
+// latched events first (engine_accept_events).
 // The PIO, MMIO and MSR hooks sit where those accesses are decided
 // (exec/io.cpp, mmu/access.cpp mmu_mmio, cpuid_msr.cpp). vCPU thread only.
 #include "cpu/soft/cpu.h"
@@ -60,10 +64,21 @@ void init_reset(Cpu& c) {
   mmu_state_loaded(c);
 }
 
+// Waiting for INIT/SIPI: KVM_SET_MP_STATE(SIPI_RECEIVED) is stored as
+// SipiReceived, i.e. INIT_RECEIVED with a SIPI latched (Linux sets
+// KVM_APIC_SIPI), until the events are next accepted.
+bool parked(const Cpu& c) {
+  return c.mp_state == cpu::MpState::Uninitialized || c.mp_state == cpu::MpState::InitReceived ||
+         c.mp_state == cpu::MpState::SipiReceived;
+}
+
 // kvm_apic_accept_events: INIT puts an AP in INIT_RECEIVED (the BSP stays
 // runnable), a SIPI starts only a vCPU in INIT_RECEIVED at VV00:0000
-// (SDM vol. 3, 8.4.4.1), an NMI becomes pending.
+// (SDM vol. 3, 8.4.4.1) and is dropped otherwise, an NMI becomes pending.
+// The vector of a latched SIPI is the LAPIC's last (apic->sipi_vector).
 void take_apic_events(Cpu& c) {
+  const bool latched_sipi = c.mp_state == cpu::MpState::SipiReceived;
+  if (latched_sipi) c.mp_state = cpu::MpState::InitReceived;
   cpu::LocalDevices::ApicEvents e = c.local->take_apic_events();
   if (e.init) {
     init_reset(c);
@@ -74,7 +89,7 @@ void take_apic_events(Cpu& c) {
     c.mmio_log.reset();
     c.mp_state = e.bsp ? cpu::MpState::Runnable : cpu::MpState::InitReceived;
   }
-  if (e.sipi && c.mp_state == cpu::MpState::InitReceived) {
+  if ((e.sipi || latched_sipi) && c.mp_state == cpu::MpState::InitReceived) {
     c.seg[1].selector = uint16_t(e.sipi_vector) << 8;
     c.seg[1].base = uint64_t(e.sipi_vector) << 12;
     c.rip = 0;
@@ -84,7 +99,17 @@ void take_apic_events(Cpu& c) {
   if (e.nmi) c.nmi_pending = true;  // held while waiting for a SIPI
 }
 
+// Events to accept now. An instruction an exit interrupted completes first (as
+// KVM's complete_userspace_io); its events are then taken at a block boundary.
+void accept_pending_events(Cpu& c) {
+  const bool pending =
+      c.local->apic_events.load(std::memory_order_acquire) || c.mp_state == cpu::MpState::SipiReceived;
+  if (pending && (!c.priv->stopped || parked(c))) take_apic_events(c);
+}
+
 }  // namespace
+
+void engine_accept_events(Cpu& c) { accept_pending_events(c); }
 
 void engine_local_interrupt(Cpu& c) {
   if (c.local->apic_events.load(std::memory_order_acquire)) [[unlikely]] {
@@ -117,12 +142,24 @@ cpu::VcpuExit engine_run_with_local_devices(Cpu& c, cpu::RunControl& ctl,
     e.reason = cpu::ExitReason::Interrupted;
     return e;
   };
+  if (c.mp_state == cpu::MpState::Uninitialized) {
+    // kvm_arch_vcpu_ioctl_run's UNINITIALIZED branch: this KVM_RUN never runs
+    // the vCPU. EINTR at once for immediate_exit; otherwise block until an
+    // event would make it runnable (kvm_vcpu_block: INIT/SIPI, an NMI, an
+    // interrupt it would take), accept INIT/SIPI, and return EAGAIN, or EINTR
+    // when a signal (a kick) ended the wait.
+    if (ctl.immediate_exit && *ctl.immediate_exit) return interrupted();
+    bool woke = c.nmi_pending || c.local->apic_events.load(std::memory_order_acquire) ||
+                c.local->wait_halted(ctl, c.eflags_rest & fl::IF);
+    accept_pending_events(c);
+    if (!woke || ctl.stop_requested()) return interrupted();
+    cpu::VcpuExit e;
+    e.reason = cpu::ExitReason::Again;
+    return e;
+  }
   for (;;) {
-    // An instruction an exit interrupted completes first (as KVM's
-    // complete_userspace_io); its events are then taken at a block boundary.
-    const bool parked = c.mp_state == cpu::MpState::InitReceived || c.mp_state == cpu::MpState::Uninitialized;
-    if (c.local->apic_events.load(std::memory_order_acquire) && (!c.priv->stopped || parked)) take_apic_events(c);
-    if (c.mp_state == cpu::MpState::InitReceived || c.mp_state == cpu::MpState::Uninitialized) {
+    accept_pending_events(c);
+    if (parked(c)) {
       // Waiting for INIT/SIPI: interrupts do not wake it (kvm_vcpu_block).
       if (!c.local->wait_halted(ctl, false)) return interrupted();
       continue;

@@ -559,6 +559,10 @@ void SoftVcpu::set_events(const cpu::Events& e) {
 cpu::MpState SoftVcpu::get_mp_state() const { return m_cpu->mp_state; }
 void SoftVcpu::set_mp_state(cpu::MpState s) { m_cpu->mp_state = s; }
 
+void SoftVcpu::accept_events() {
+  if (m_cpu->local) engine_accept_events(*m_cpu);
+}
+
 bool SoftVcpu::get_msr(uint32_t index, uint64_t& value) const { return msr_read(*m_cpu, index, value, true); }
 
 bool SoftVcpu::set_msr(uint32_t index, uint64_t value) {

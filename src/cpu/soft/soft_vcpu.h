@@ -110,6 +110,7 @@ class SoftVcpu final : public cpu::VcpuBackend {
   void set_events(const cpu::Events& e) override;
   cpu::MpState get_mp_state() const override;
   void set_mp_state(cpu::MpState s) override;
+  void accept_events() override;
   bool get_msr(uint32_t index, uint64_t& value) const override;
   bool set_msr(uint32_t index, uint64_t value) override;
   void set_cpuid(std::vector<cpu::CpuidEntry> entries) override;
@@ -138,6 +139,8 @@ Cpu* engine_running_cpu();
 // local_devices.cpp: an in-kernel irqchip's interrupt at a block boundary
 // (IF=1, no shadow), and KVM_RUN with HLT sleeping inside it.
 void engine_local_interrupt(Cpu& c);
+// KVM_GET_MP_STATE: accept the INIT/SIPI the LAPIC latched (local_devices.cpp).
+void engine_accept_events(Cpu& c);
 cpu::VcpuExit engine_run_with_local_devices(Cpu& c, cpu::RunControl& ctl,
                                             cpu::VcpuExit (*run_engine)(void*, cpu::RunControl&), void* self);
 

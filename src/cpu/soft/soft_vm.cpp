@@ -38,6 +38,7 @@ Cpu::Cpu(SoftVm& v, VcpuId i) : vm(v), id(i), priv(std::make_unique<Private>()) 
   gdtr.limit = idtr.limit = 0xffff;
   fpu_reset(fpu);
   vm.attach(this);
+  tsc_synchronize(*this, 0);  // kvm_arch_vcpu_postcreate: the TSC starts at 0, in step with the others
 }
 
 Cpu::~Cpu() { vm.detach(this); }

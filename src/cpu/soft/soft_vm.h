@@ -13,6 +13,7 @@
 
 #include "cpu/backend.h"
 #include "cpu/memory.h"
+#include "cpu/soft/cpuid_msr.h"
 
 namespace anykvm::soft {
 
@@ -26,6 +27,8 @@ class SoftVm final : public cpu::VmBackend {
   std::unique_ptr<cpu::VcpuBackend> create_vcpu(VcpuId id) override;
 
   cpu::MemoryMapSource& memory;
+  // Host-initiated TSC writes, for kvm_synchronize_tsc's matching (cpuid_msr.h).
+  TscSync tsc_sync;
 
   // Pages above this frame number are never cached as code (decoded every time).
   static constexpr uint64_t k_max_code_pfn = uint64_t(1) << 24;  // 64 GiB
