@@ -332,6 +332,20 @@ def write_reports(res, args):
             shown = sorted(set(str(x) for x in allr))
             L.append("| %s | %s | `%s` | %s |" % (name, desc, "` / `".join(shown), same))
         L.append("")
+    if res.get("idle"):
+        L += ["## Idle at the shell prompt", "",
+              "Each round boots the guest under both accelerators at once, waits %.0f s after its marker, then "
+              "reads each QEMU process's CPU time (all threads) over the same %.0f s window. %% of one host core."
+              % (args.idle_settle, args.idle_seconds), "",
+              "| guest · round | anykvm | TCG | ratio |", "|---|---|---|---|"]
+        for r in res["idle"]:
+            c = r.get("cpu_pct")
+            if not c:
+                L.append("| %s · %d | **failed**: %s | | |" % (r["guest"], r["round"], r.get("error")))
+                continue
+            k, t = c.get("anykvm"), c.get("tcg")
+            L.append("| %s · %d | %s | %s | %s |" % (r["guest"], r["round"], f2(k), f2(t), ratio(k, t)))
+        L.append("")
     L += ["## Engine rate (ANYKVM_STATS)", "",
           "Guest instructions executed by the engine (counted per decoded block entered), over the vCPU "
           "threads' CPU time. Exits are returns from the engine to KVM_RUN's caller (port I/O, MMIO, "
@@ -405,6 +419,59 @@ def machine_info(args):
             "cpus": os.cpu_count(), "qemu": q}
 
 
+def proc_cpu_ticks(pid):
+    """utime + stime of a whole process (all its threads), in clock ticks."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def idle_once(guest, args, tag):
+    """Boot the guest under every accelerator at once, wait for its shell, then
+    measure each QEMU process's CPU over the same window (the machine's noise,
+    other tenants included, then falls on both alike)."""
+    procs = {}
+    try:
+        for accel in ACCELS:
+            log = os.path.join(args.logs, "%s-%s.log" % (tag, accel))
+            cmd = qemu_cmd(guest, accel, args)
+            if args.floppy in cmd:  # QEMU locks a writable image: each gets its own copy
+                img = os.path.join(args.logs, "%s-%s.img" % (tag, accel))
+                shutil.copyfile(args.floppy, img)
+                cmd = [img if x == args.floppy else x for x in cmd]
+            with open(log, "wb") as out:
+                # stdin stays an open pipe: the serial console sees no EOF.
+                p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
+            procs[accel] = (p, log)
+        deadline = time.monotonic() + args.timeout
+        for accel, (p, log) in procs.items():
+            while True:
+                with open(log, "rb") as f:
+                    if guest["marker"].encode() in f.read():
+                        break
+                if p.poll() is not None or time.monotonic() > deadline:
+                    return {"error": "%s: no %r (exit %s)" % (accel, guest["marker"], p.poll())}
+                time.sleep(1)
+        time.sleep(args.idle_settle)
+        t0 = {a: proc_cpu_ticks(p.pid) for a, (p, _) in procs.items()}
+        w0 = time.monotonic()
+        time.sleep(args.idle_seconds)
+        t1 = {a: proc_cpu_ticks(p.pid) for a, (p, _) in procs.items()}
+        wall = time.monotonic() - w0
+        hz = os.sysconf("SC_CLK_TCK")
+        return {"seconds": round(wall, 1),
+                "cpu_pct": {("anykvm" if a == "kvm" else a): round(100.0 * (t1[a] - t0[a]) / hz / wall, 2)
+                            for a in t0}}
+    finally:
+        for p, _ in procs.values():
+            p.kill()
+            p.wait()
+        for accel in ACCELS:
+            img = os.path.join(args.logs, "%s-%s.img" % (tag, accel))
+            if os.path.exists(img):
+                os.unlink(img)
+
+
 ACCELS = ("kvm", "tcg")
 
 
@@ -433,6 +500,10 @@ def main():
     ap.add_argument("--no-boot", dest="boot", action="store_false")
     ap.add_argument("--no-workloads", dest="workloads", action="store_false")
     ap.add_argument("--no-perf", dest="profile", action="store_false")
+    ap.add_argument("--idle-seconds", type=float, default=60,
+                    help="idle CPU measured over this window at the shell prompt (0: skip)")
+    ap.add_argument("--idle-rounds", type=int, default=2)
+    ap.add_argument("--idle-settle", type=float, default=20, help="seconds after the marker before measuring")
     ap.add_argument("--guests", default="floppy,debian", help="comma list of floppy, debian")
     ap.add_argument("--source", help="what the measured anykvm was built from (default: this tree's git HEAD)")
     ap.add_argument("--accels", default="kvm,tcg", help="comma list: kvm (anykvm), tcg")
@@ -485,6 +556,15 @@ def main():
                       flush=True)
         if kind == "work":
             res["work"] = {"runs": entry["boot"]}
+    if args.idle_seconds > 0:
+        res["idle"] = []
+        for g in guests:
+            for i in range(args.idle_rounds):
+                r = idle_once(g, args, "%s-idle-%d" % (g["key"], i + 1))
+                r.update({"guest": g["key"], "round": i + 1})
+                res["idle"].append(r)
+                print("[%4.0fs] idle %s #%d: %s" % (time.monotonic() - t_start, g["key"], i + 1,
+                                                     r.get("cpu_pct") or r.get("error")), flush=True)
     pg = next((g for g in guests if g["key"] == args.perf_guest), None)
     if pg and args.profile:
         if not shutil.which(args.perf):

@@ -217,21 +217,35 @@ bool VcpuIrq::wait_halted(const cpu::RunControl& ctl, bool if_flag) {
       woke = true;
       break;
     }
-    if (if_flag) {
+    int64_t deadline;
+    {
       std::lock_guard<std::mutex> g(m_chip.m_lock);
-      if (m_chip.deliverable(*this)) {
+      deadline = m_chip.keep_timers(*this);  // may expire timers: check for events after it
+      if (apic_events.load(std::memory_order_acquire) || (if_flag && m_chip.deliverable(*this))) {
         woke = true;
         break;
       }
     }
+    timespec rel{};
+    if (deadline >= 0) {
+      int64_t d = std::max<int64_t>(deadline - now_ns(), 0);
+      rel.tv_sec = d / 1'000'000'000;
+      rel.tv_nsec = d % 1'000'000'000;
+    }
     pollfd p{m_wake_fd, POLLIN, 0};
-    int r = ppoll(&p, 1, nullptr, mask);
+    int r = ppoll(&p, 1, deadline >= 0 ? &rel : nullptr, mask);
     if (r < 0 && errno == EINTR) break;  // any signal ends KVM_RUN (-EINTR), as Linux
-    uint64_t drained;
-    ssize_t n = read(m_wake_fd, &drained, sizeof(drained));
-    (void)n;
+    if (r > 0) {
+      uint64_t drained;
+      ssize_t n = read(m_wake_fd, &drained, sizeof(drained));
+      (void)n;
+    }
   }
   m_sleeping.store(false, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> g(m_chip.m_lock);
+    m_chip.release_timers(*this);
+  }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (woke) attention.store(true, std::memory_order_relaxed);
   return woke;
@@ -644,14 +658,36 @@ void Irqchip::refresh() {
   rearm_timer();
 }
 
-void Irqchip::rearm_timer() {
+int64_t Irqchip::next_deadline() {
   std::optional<Nanoseconds> next;
   auto take = [&](std::optional<Nanoseconds> t) {
     if (t && (!next || *t < *next)) next = t;
   };
   if (m_pit) take(m_pit->next_event());
   for (auto& v : m_vcpus) take(v->lapic().next_timer_deadline());
-  int64_t want = next ? std::max<int64_t>(next->value, 1) : -1;
+  return next ? std::max<int64_t>(next->value, 1) : -1;
+}
+
+void Irqchip::run_timers() {
+  if (m_pit) m_pit->update();
+  for (auto& v : m_vcpus) v->lapic().update();
+}
+
+void Irqchip::rearm_timer() {
+  int64_t want = next_deadline();
+  if (m_timer_owner) {
+    // A halted vCPU keeps the timers: it sleeps until the deadline it saw, so
+    // a different one must wake it to sleep again with the new timeout.
+    if (m_owner_waiting && want != m_owner_deadline) {
+      m_owner_waiting = false;
+      signal_eventfd(m_timer_owner->m_wake_fd);
+    }
+    return;
+  }
+  arm_timerfd(want);
+}
+
+void Irqchip::arm_timerfd(int64_t want) {
   if (want == m_armed_ns) return;
   m_armed_ns = want;
   itimerspec its{};
@@ -660,6 +696,35 @@ void Irqchip::rearm_timer() {
     its.it_value.tv_nsec = want % 1'000'000'000;
   }
   timerfd_settime(m_timerfd, TFD_TIMER_ABSTIME, &its, nullptr);
+}
+
+int64_t Irqchip::keep_timers(VcpuIrq& v) {
+  if (m_timer_owner && m_timer_owner != &v) return -1;  // another halted vCPU keeps them
+  if (!m_timer_owner) {
+    m_timer_owner = &v;
+    arm_timerfd(-1);  // the worker no longer wakes for them
+  }
+  m_owner_waiting = false;
+  int64_t want = next_deadline();
+  if (want > 0 && want <= now_ns()) {
+    // Expire what is due. v is not asleep while it does (its own wake() must
+    // not signal the eventfd it is about to poll); every waker holds m_lock.
+    v.m_sleeping.store(false, std::memory_order_relaxed);
+    run_timers();
+    refresh();
+    v.m_sleeping.store(true, std::memory_order_seq_cst);
+    want = next_deadline();
+  }
+  m_owner_deadline = want;
+  m_owner_waiting = true;
+  return want;
+}
+
+void Irqchip::release_timers(VcpuIrq& v) {
+  if (m_timer_owner != &v) return;
+  m_timer_owner = nullptr;
+  m_owner_waiting = false;
+  arm_timerfd(next_deadline());  // the worker takes them over while v runs
 }
 
 void Irqchip::worker() {
@@ -679,8 +744,7 @@ void Irqchip::worker() {
         ssize_t r = read(m_timerfd, &count, sizeof(count));
         (void)r;
         m_armed_ns = -1;  // fired: rearm_timer sets the next one
-        if (m_pit) m_pit->update();
-        for (auto& v : m_vcpus) v->lapic().update();
+        run_timers();
         continue;
       }
       for (Irqfd& f : m_irqfds) {
@@ -698,7 +762,6 @@ void Irqchip::worker() {
         break;
       }
     }
-    (void)now_ns;
     refresh();
   }
 }

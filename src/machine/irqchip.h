@@ -7,11 +7,14 @@
 // it), irqfds, and the timers; its buses also take the VM's ioeventfds
 // (machine/ioeventfd.h) before any exit.
 //
-// Timers and irqfds: one worker thread per VM (not one per device, and not the
-// vCPU thread): it sleeps in epoll on a CLOCK_MONOTONIC timerfd armed for the
-// earliest PIT/LAPIC deadline and on the irqfds, so a timer fires on time
-// while the vCPU runs guest code that never exits, and the engine's hot path
-// stays one relaxed atomic load per block (LocalDevices::attention).
+// Timers and irqfds: one worker thread per VM (not one per device): it sleeps
+// in epoll on a CLOCK_MONOTONIC timerfd armed for the earliest PIT/LAPIC
+// deadline and on the irqfds, so a timer fires on time while a vCPU runs guest
+// code that never exits, and the engine's hot path stays one relaxed atomic
+// load per block (LocalDevices::attention). While a vCPU is halted in KVM_RUN
+// it keeps the timers itself instead (one halted vCPU at a time): it sleeps in
+// ppoll until the earliest deadline and expires the timers when it wakes, so
+// an idle guest's tick costs one thread wake, not two (worker, then vCPU).
 //
 // Split mode (KVM_CAP_SPLIT_IRQCHIP): only the LAPICs are here; GSIs route to
 // MSIs, and EOIs of level-triggered vectors exit as KVM_EXIT_IOAPIC_EOI.
@@ -116,6 +119,7 @@ class VcpuIrq final : public cpu::LocalDevices {
   std::optional<uint8_t> m_eoi_exit;  // m_lock
   bool m_ferr = false;   // FERR# asserted (vCPU thread)
   bool m_ignne = false;  // IGNNE# asserted by a write to port 0xF0 while FERR# was (vCPU thread)
+  friend class Irqchip;  // keep_timers: m_sleeping, m_wake_fd
 };
 
 class Irqchip {
@@ -195,6 +199,14 @@ class Irqchip {
   void refresh();                // attention of every vCPU, and the timer
   void note_external_event();    // an interrupt from user space: see take_external_event
   void rearm_timer();
+  int64_t next_deadline();        // the earliest PIT/LAPIC event (CLOCK_MONOTONIC ns), or -1
+  void run_timers();              // expire what is due
+  void arm_timerfd(int64_t abs_ns);  // the worker's timerfd (-1 disarms)
+  // A halted vCPU keeps the timers (no worker wake per tick): it expires what
+  // is due and gets the deadline to sleep until (-1: none, or another vCPU
+  // keeps them); release_timers hands them back to the worker.
+  int64_t keep_timers(VcpuIrq& v);
+  void release_timers(VcpuIrq& v);
   void worker();
 
   IrqchipMode m_mode;
@@ -214,6 +226,9 @@ class Irqchip {
   Ioeventfds* m_ioeventfds;  // the VM's (not owned)
   std::vector<Irqfd> m_irqfds;
   int64_t m_armed_ns = -1;  // timerfd deadline (-1 disarmed)
+  VcpuIrq* m_timer_owner = nullptr;  // the halted vCPU keeping the timers, or null (the worker)
+  int64_t m_owner_deadline = -1;     // what it sleeps until
+  bool m_owner_waiting = false;      // it is (about to be) in ppoll with that deadline
 
   int m_epoll = -1, m_timerfd = -1, m_stopfd = -1;
   std::thread m_thread;

@@ -13,7 +13,10 @@
 // Event and exit ordering at entry follows cpu/backend.h VcpuBackend::run.
 #include "cpu/soft/soft_vcpu.h"
 
+#include <sys/mman.h>
+
 #include <cstring>
+#include <new>
 
 #include "cpu/soft/cpuid_msr.h"
 #include "cpu/soft/dispatch.h"
@@ -30,6 +33,7 @@ namespace {
 thread_local Cpu* t_running = nullptr;
 constexpr size_t k_max_block_insns = 256;
 constexpr uint64_t k_page = 4096;
+constexpr size_t k_cache_line = 64;
 
 unsigned code_mode(const Cpu& c) { return c.code32() ? 32 : 16; }
 uint64_t cs_linear(const Cpu& c) { return uint32_t(c.seg[1].base + c.rip); }
@@ -56,25 +60,26 @@ void decode_single(Cpu& c, x86::Insn& in) {
 Block* build_block(Cpu& c, uint64_t lin, uint64_t gpa, uint64_t key) {
   Cpu::Private& p = *c.priv;
   uint8_t buf[k_page];
+  x86::Insn insns[k_max_block_insns];
   size_t room = k_page - (gpa & (k_page - 1));
   size_t avail = c.fetch_code(lin, buf, room);
-  auto b = std::make_unique<Block>();
-  b->key = key;
-  b->gpa = gpa;
   unsigned mode = code_mode(c);
   size_t pos = 0;
-  while (pos < avail && b->insns.size() < k_max_block_insns) {
-    x86::Insn in;
+  uint32_t n = 0;
+  while (pos < avail && n < k_max_block_insns) {
+    x86::Insn& in = insns[n];
+    in = x86::Insn{};
     x86::DecodeStatus st = x86::decode(buf + pos, avail - pos, mode, in);
     if (st == x86::DecodeStatus::Truncated) break;  // crosses the page/limit: step() runs it
     bind_handler(in, st);
-    b->insns.push_back(in);
+    ++n;
     pos += in.len;
     if (st != x86::DecodeStatus::Ok || x86::insn_ends_block(in)) break;
   }
-  if (b->insns.empty()) return nullptr;
-  b->bytes.assign(buf, buf + pos);
-  b->n = uint32_t(b->insns.size());
+  if (!n) return nullptr;
+  Block::Ptr b = Block::make(insns, n, buf, pos);
+  b->key = key;
+  b->gpa = gpa;
   b->validated_epoch = p.epoch;
   Block* raw = b.get();
   uint64_t pfn = gpa / k_page;
@@ -89,8 +94,8 @@ Block* build_block(Cpu& c, uint64_t lin, uint64_t gpa, uint64_t key) {
 // directly, bypassing the code-page write tracking.)
 bool block_current(Cpu& c, const Block& b) {
   const cpu::RamRegion* r = mmu_find_region(c, b.gpa);
-  if (!r || b.gpa + b.bytes.size() > r->start.raw() + r->size) return false;
-  return std::memcmp(r->hva + (b.gpa - r->start.raw()), b.bytes.data(), b.bytes.size()) == 0;
+  if (!r || b.gpa + b.nbytes > r->start.raw() + r->size) return false;
+  return std::memcmp(r->hva + (b.gpa - r->start.raw()), b.bytes(), b.nbytes) == 0;
 }
 
 // The block starting at CS:EIP, or nullptr when the instruction there must be stepped.
@@ -136,9 +141,9 @@ Block* follow_link(Cpu& c, Block& prev, uint64_t tag, uint64_t lin) {
   Cpu::Private& p = *c.priv;
   for (Block::Link& l : prev.links) {
     if (l.tag != tag) continue;
-    if (l.inval != p.inval) return nullptr;
+    if (l.inval != p.inval) return nullptr;  // then `to` is alive
     const TlbEntry& e = c.tlb.entry(c.cpl == 3, lin);
-    if (e.tag_exec != (lin & ~(k_page - 1)) || (e.gpa_page | (lin & (k_page - 1))) != l.gpa) return nullptr;
+    if (e.tag_exec != (lin & ~(k_page - 1)) || (e.gpa_page | (lin & (k_page - 1))) != l.to->gpa) return nullptr;
     if (l.epoch != p.epoch) [[unlikely]] {
       Block& to = *l.to;
       if (to.validated_epoch != p.epoch) {
@@ -161,7 +166,7 @@ void make_link(const Cpu& c, Block& prev, uint64_t tag, Block* to) {
     l = &prev.links[prev.next_link];
     prev.next_link ^= 1;
   }
-  *l = Block::Link{tag, to->gpa, to, p.inval, p.epoch};
+  *l = Block::Link{tag, to, p.inval, p.epoch};
 }
 
 enum class Step : uint8_t { Continue, Exit };
@@ -203,7 +208,7 @@ Step step(Cpu& c) {
 
 Step run_block(Cpu& c, const Block& b) {
   Cpu::Private& p = *c.priv;
-  const x86::Insn* in = b.insns.data();
+  const x86::Insn* in = b.insns();
   const x86::Insn* const end = in + b.n;
   const uint64_t mask = (b.key & 1) ? 0xffffffffull : 0xffffull;
   p.block_stop = false;
@@ -235,6 +240,81 @@ bool irq_window_open(const Cpu& c) {
 }  // namespace
 
 Cpu* engine_running_cpu() { return t_running; }
+
+namespace {
+
+// Blocks live in 2 MiB chunks the host may back with huge pages: the blocks a
+// guest's hot path runs (an idle tick: hundreds) then cost a few TLB entries,
+// not one per 4 KiB heap page (TLB misses are dear, above all under nested
+// paging), and blocks decoded together sit together. Freed blocks are reused
+// by size (64-byte classes); chunks go back to the host only at exit. Any
+// thread (a vCPU's blocks are freed where it is destroyed).
+class BlockArena {
+ public:
+  static BlockArena& get() {
+    static BlockArena* a = new BlockArena;  // never destroyed: blocks may outlive static destructors
+    return *a;
+  }
+  void* alloc(size_t size) {
+    const size_t cls = size_class(size);
+    std::lock_guard<std::mutex> g(m_lock);
+    if (cls < m_free.size() && !m_free[cls].empty()) {
+      void* p = m_free[cls].back();
+      m_free[cls].pop_back();
+      return p;
+    }
+    const size_t bytes = cls * k_cache_line;
+    if (m_left < bytes) new_chunk();
+    void* p = m_next;
+    m_next += bytes;
+    m_left -= bytes;
+    return p;
+  }
+  void free(void* p, size_t size) {
+    const size_t cls = size_class(size);
+    std::lock_guard<std::mutex> g(m_lock);
+    if (m_free.size() <= cls) m_free.resize(cls + 1);
+    m_free[cls].push_back(p);
+  }
+
+ private:
+  static constexpr size_t k_chunk = size_t(2) << 20;
+  static size_t size_class(size_t size) { return (size + k_cache_line - 1) / k_cache_line; }
+  void new_chunk() {
+    const size_t len = 2 * k_chunk;  // room to align a chunk to its own size
+    void* raw = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) throw std::bad_alloc();
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(raw);
+    const uintptr_t start = (lo + k_chunk - 1) & ~(k_chunk - 1);
+    if (start > lo) munmap(raw, start - lo);
+    if (lo + len > start + k_chunk) munmap(reinterpret_cast<void*>(start + k_chunk), lo + len - start - k_chunk);
+    madvise(reinterpret_cast<void*>(start), k_chunk, MADV_HUGEPAGE);
+    m_next = reinterpret_cast<uint8_t*>(start);
+    m_left = k_chunk;
+  }
+
+  std::mutex m_lock;
+  uint8_t* m_next = nullptr;
+  size_t m_left = 0;
+  std::vector<std::vector<void*>> m_free;  // by size class
+};
+
+size_t block_size(uint32_t n, size_t nbytes) { return sizeof(Block) + n * sizeof(x86::Insn) + nbytes; }
+
+}  // namespace
+
+Block::Ptr Block::make(const x86::Insn* insns, uint32_t n, const uint8_t* bytes, size_t nbytes) {
+  static_assert(std::is_trivially_copyable_v<x86::Insn> && std::is_trivially_destructible_v<x86::Insn>);
+  static_assert(std::is_trivially_destructible_v<Block>);
+  Ptr b(new (BlockArena::get().alloc(block_size(n, nbytes))) Block);
+  b->n = n;
+  b->nbytes = uint16_t(nbytes);
+  std::memcpy(static_cast<void*>(b.get() + 1), insns, n * sizeof(x86::Insn));
+  std::memcpy(reinterpret_cast<uint8_t*>(b.get() + 1) + n * sizeof(x86::Insn), bytes, nbytes);
+  return b;
+}
+
+void Block::Free::operator()(Block* b) const { BlockArena::get().free(b, block_size(b->n, b->nbytes)); }
 
 void engine_post(Cpu& c, uint64_t pfn, bool invalidate) {
   Cpu::Private& p = *c.priv;
@@ -419,6 +499,11 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
     scope.insns += b->n;
     ++scope.blocks;
     prev = b;
+    // Where this block went last time is likely where it goes next: start
+    // loading that block while this one runs (a prefetch of a stale link
+    // cannot fault).
+    __builtin_prefetch(b->links[0].to);
+    __builtin_prefetch(reinterpret_cast<const char*>(b->links[0].to) + k_cache_line);
     if (run_block(c, *b) == Step::Exit) return finish();
   }
 }

@@ -17,7 +17,11 @@
 
 namespace anykvm::soft {
 
-// A run of decoded instructions inside one guest-physical page.
+// A run of decoded instructions inside one guest-physical page. One
+// allocation holds the header, the links, the instructions and the decoded
+// bytes (Block::make: cache-line aligned, from huge-page chunks), so entering
+// a block touches neighbouring cache lines, not a header and then a separate
+// array (an idle guest's tick runs from a cold cache).
 struct Block {
   // Where execution went after this block (block chaining): the successor is
   // taken without the block-cache lookup when CS:EIP gives the same linear
@@ -27,21 +31,32 @@ struct Block {
   // revalidates `to` as lookup_block would.
   struct Link {
     uint64_t tag = ~uint64_t(0);  // chain_tag(): linear address | CPL 3 | code32
-    uint64_t gpa = 0;             // to->gpa
     Block* to = nullptr;
     uint64_t inval = 0;           // Private::inval when made
     uint32_t epoch = 0;           // Private::epoch when `to` was last validated through it
   };
+  struct Free {
+    void operator()(Block* b) const;
+  };
+  using Ptr = std::unique_ptr<Block, Free>;
+
   uint64_t key = 0;            // (gpa << 1) | code32
   uint64_t gpa = 0;            // first byte
   uint32_t validated_epoch = 0;
-  uint32_t n = 0;              // insns.size()
+  uint32_t n = 0;              // instructions
+  uint16_t nbytes = 0;         // decoded bytes (at most a page)
   bool valid = true;
   uint8_t next_link = 0;       // the slot the next new successor replaces
   Link links[2];
-  std::vector<x86::Insn> insns;
-  std::vector<uint8_t> bytes;  // the decoded bytes, for validation after user-space writes
+
+  // The n instructions follow the header; the decoded bytes (for validation
+  // after user-space writes) follow them.
+  const x86::Insn* insns() const { return reinterpret_cast<const x86::Insn*>(this + 1); }
+  const uint8_t* bytes() const { return reinterpret_cast<const uint8_t*>(insns() + n); }
+  static Ptr make(const x86::Insn* insns, uint32_t n, const uint8_t* bytes, size_t nbytes);
 };
+static_assert(sizeof(Block) % alignof(x86::Insn) == 0);
+static_assert(sizeof(Block) == 96, "header and first link in one cache line, the second link and the first instruction's handler in the next");
 
 // An IN/INS that exited to user space: the data arrives in the PIO page and the
 // instruction re-executes on the next KVM_RUN.
@@ -69,9 +84,9 @@ struct Cpu::Private {
   // Block cache.
   static constexpr size_t k_fast = 8192;
   std::array<Block*, k_fast> fast{};
-  std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;
+  std::unordered_map<uint64_t, Block::Ptr> blocks;
   std::unordered_map<uint64_t, std::vector<Block*>> page_blocks;  // pfn -> blocks on it
-  std::vector<std::unique_ptr<Block>> dead;  // invalidated while possibly running; freed at a boundary
+  std::vector<Block::Ptr> dead;  // invalidated while possibly running; freed at a boundary
   uint32_t epoch = 1;       // bumped at each KVM_RUN entry and memory-map change: blocks revalidate
   // Bumped when blocks are invalidated: every Block::Link goes stale. 64 bits:
   // a link whose count came round again would point at freed memory.
