@@ -309,6 +309,7 @@ Irqchip::Irqchip(IrqchipMode mode, Ioeventfds* ioeventfds) : m_mode(mode), m_ioe
   ev.data.fd = m_stopfd;
   epoll_ctl(m_epoll, EPOLL_CTL_ADD, m_stopfd, &ev);
   m_thread = std::thread([this] { worker(); });
+  pthread_setname_np(m_thread.native_handle(), k_worker_name);
 }
 
 Irqchip::~Irqchip() {

@@ -124,6 +124,8 @@ class VcpuIrq final : public cpu::LocalDevices {
 
 class Irqchip {
  public:
+  // The worker thread's name (/proc/PID/task/TID/comm).
+  static constexpr const char* k_worker_name = "anykvm-irqchip";
   // Kernel: PIC pair + IOAPIC + default routes. Split: LAPICs only, no routes.
   // Its buses take the VM's ioeventfds before any exit.
   Irqchip(IrqchipMode mode, Ioeventfds* ioeventfds);

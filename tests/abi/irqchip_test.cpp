@@ -4,6 +4,7 @@
 // HLT sleeps inside KVM_RUN until the PIT (through the PIC) or the LAPIC
 // timer interrupts it, ioeventfd/irqfd/MSI delivery, kicks out of HLT, and a
 // guest saved mid-activity and restored into a fresh VM that carries on.
+#include <dirent.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -12,6 +13,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
+#include <string>
 #include <thread>
 
 #include "abi.h"
@@ -642,6 +645,61 @@ TEST_P(Irqchip, PitReinjectionThroughIoapicEdgeEoi) {
   ASSERT_EQ(run_to_out(g, port, value), 0);
   ASSERT_EQ(port, 0x11);
   EXPECT_GE(value, 20);
+}
+
+// PIT channel 0 every 1 ms through the master PIC; the ISR counts ticks at
+// 0x6000 and EOIs; only the 100th tick reports the count with OUT 0x10, so the
+// guest sits in sti; hlt in between without leaving KVM_RUN.
+const std::vector<uint8_t> k_pit_quiet_guest = {
+    0xfa, 0x31, 0xc0, 0x8e, 0xd8, 0x8e, 0xd0, 0xbc, 0x00, 0x70, 0xc7, 0x06, 0x80, 0x00, 0x3a, 0x10, 0xc7, 0x06,
+    0x82, 0x00, 0x00, 0x00, 0xb0, 0x11, 0xe6, 0x20, 0xb0, 0x20, 0xe6, 0x21, 0xb0, 0x04, 0xe6, 0x21, 0xb0, 0x01,
+    0xe6, 0x21, 0xb0, 0xfe, 0xe6, 0x21, 0xb0, 0x34, 0xe6, 0x43, 0xb0, 0xa9, 0xe6, 0x40, 0xb0, 0x04, 0xe6, 0x40,
+    0xfb, 0xf4, 0xeb, 0xfc,
+    // ISR (0x103a): inc word [0x6000]; EOI; cmp word [0x6000], 100; jb +5; mov ax, [0x6000]; out 0x10, ax; iret
+    0xff, 0x06, 0x00, 0x60, 0xb0, 0x20, 0xe6, 0x20, 0x83, 0x3e, 0x00, 0x60, 0x64, 0x72, 0x05, 0xa1, 0x00, 0x60,
+    0xe7, 0x10, 0xcf};
+
+// machine::Irqchip::k_worker_name: the irqchip worker thread's name.
+const char* const k_worker = "anykvm-irqchip";
+
+// How often a thread of this process named `name` has been woken (voluntary
+// context switches), or -1 if there is none.
+long thread_wakeups(const std::string& name) {
+  DIR* d = opendir("/proc/self/task");
+  if (!d) return -1;
+  long n = -1;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::string dir = std::string("/proc/self/task/") + e->d_name;
+    std::ifstream comm(dir + "/comm");
+    std::string c;
+    std::getline(comm, c);
+    if (c != name) continue;
+    std::ifstream st(dir + "/status");
+    for (std::string line; std::getline(st, line);)
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) n = std::stol(line.substr(24));
+  }
+  closedir(d);
+  return n;
+}
+
+// An idle guest's tick costs one host thread wake: while the vCPU is halted in
+// KVM_RUN it keeps the VM's timers itself, so the irqchip's worker thread
+// (which keeps them while guest code runs) sleeps through the guest's 100 PIT
+// ticks instead of waking for each and then waking the vCPU.
+TEST_P(Irqchip, HaltedVcpuTakesItsTicksWithoutTheWorker) {
+  ANYKVM_ONLY("anykvm's own worker thread");
+  IrqGuest g = irq_guest(k_pit_quiet_guest);
+  const long before = thread_wakeups(k_worker);
+  ASSERT_GE(before, 0) << "no irqchip worker thread named " << k_worker;
+  uint16_t port = 0, value = 0;
+  ASSERT_EQ(run_to_out(g, port, value), 0);
+  ASSERT_EQ(port, 0x10);
+  EXPECT_EQ(value, 100);
+  const long woken = thread_wakeups(k_worker) - before;
+  // Each wake while the vCPU ran (between two halts) is legitimate; a worker
+  // that kept the timers would wake at least once per tick.
+  EXPECT_LT(woken, 50) << "the worker woke " << woken << " times for 100 ticks";
 }
 
 TEST_P(Irqchip, LapicTimerWakesHlt) {
