@@ -11,7 +11,18 @@
 namespace abitest {
 namespace {
 
-class TscDeadline : public Abi {};
+class TscDeadline : public Abi {
+ protected:
+  // KVM_SET_CPUID2 with the supported table, CPUID.1:ECX[24] (TSC-deadline) set or clear.
+  void set_cpuid_tsc_deadline(int vcpu, bool on) {
+    auto tp = std::make_unique<CpuidBuf>();
+    tp->nent = 256;
+    ASSERT_EQ(sys(k_GET_SUPPORTED_CPUID, tp.get()), 0);
+    for (uint32_t i = 0; i < tp->nent; ++i)
+      if (tp->e[i].function == 1) tp->e[i].ecx = on ? tp->e[i].ecx | 1u << 24 : tp->e[i].ecx & ~(1u << 24);
+    ASSERT_EQ(io(vcpu, k_SET_CPUID2, tp.get()), 0);
+  }
+};
 ABI_SUITE(TscDeadline);
 
 // Real mode at 0x1000, LAPIC through GS (base 0xfee00000): SVR = 0x1ff;
@@ -81,12 +92,7 @@ TEST_P(TscDeadline, ModeNeedsTheGuestsCpuidBit) {
     ASSERT_EQ(set_region(vm, 0, 0, 0, mem.size, mem.uaddr()), 0);
     int vcpu = create_vcpu(vm, 0);
     kvm_run* r = map_run(vcpu);
-    auto tp = std::make_unique<CpuidBuf>();
-    tp->nent = 256;
-    ASSERT_EQ(sys(k_GET_SUPPORTED_CPUID, tp.get()), 0);
-    for (uint32_t i = 0; i < tp->nent; ++i)
-      if (tp->e[i].function == 1) tp->e[i].ecx = bit ? tp->e[i].ecx | 1u << 24 : tp->e[i].ecx & ~(1u << 24);
-    ASSERT_EQ(io(vcpu, k_SET_CPUID2, tp.get()), 0);
+    ASSERT_NO_FATAL_FAILURE(set_cpuid_tsc_deadline(vcpu, bit));
     start_real_mode_at_0x1000(vcpu);
     kvm_sregs s;
     ASSERT_EQ(io(vcpu, KVM_GET_SREGS, &s), 0);
@@ -113,12 +119,7 @@ TEST_P(TscDeadline, TimerFiresAndRearms) {
   int vcpu = create_vcpu(vm, 0);
   kvm_run* run = map_run(vcpu);
   // What a client does with the capability: CPUID.1:ECX[24] on.
-  auto tp = std::make_unique<CpuidBuf>();
-  tp->nent = 256;
-  ASSERT_EQ(sys(k_GET_SUPPORTED_CPUID, tp.get()), 0);
-  for (uint32_t i = 0; i < tp->nent; ++i)
-    if (tp->e[i].function == 1) tp->e[i].ecx |= 1u << 24;
-  ASSERT_EQ(io(vcpu, k_SET_CPUID2, tp.get()), 0);
+  ASSERT_NO_FATAL_FAILURE(set_cpuid_tsc_deadline(vcpu, true));
   start_real_mode_at_0x1000(vcpu);
   kvm_sregs s;
   ASSERT_EQ(io(vcpu, KVM_GET_SREGS, &s), 0);
