@@ -93,6 +93,10 @@ void bind_handler(Insn& in, x86::DecodeStatus st) {
   }
 }
 
+bool bound_to_opcode_handler(const x86::Insn& in) {
+  return in.fn && in.fn != h_unimplemented && in.fn != h_too_long && in.fn != h_undefined;
+}
+
 void register_exec_handlers(x86::DispatchTable& t) {
   ex::register_alu(t);
   ex::register_muldiv(t);

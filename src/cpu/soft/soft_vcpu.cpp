@@ -233,6 +233,54 @@ Step run_block(Cpu& c, const Block& b) {
   return c.exit_pending ? Step::Exit : Step::Continue;
 }
 
+// A block's compiled code (jit/jit.h), with run_block's exception handling
+// and its end-of-instruction rule for MMIO.
+Step run_jit(Cpu& c, const jit::CodeHeader& h) {
+  Cpu::Private& p = *c.priv;
+  p.block_stop = false;
+  try {
+    jit::enter(*p.jit_arena, c, h);
+    if (c.mmio_log.count) [[unlikely]]
+      mmio_retire(c);
+  } catch (const Fault& f) {
+    on_fault(c, f);
+  } catch (const StopInsn&) {
+    p.stopped = true;
+    return Step::Exit;
+  } catch (const WaitInsn&) {
+    c.mmio_log.reset();
+  }
+  return c.exit_pending ? Step::Exit : Step::Continue;
+}
+
+void compile_block(Cpu& c, Block& b) {
+  Cpu::Private& p = *c.priv;
+  bool full = false;
+  uint32_t off = jit::compile(*p.jit_arena, c, b.insns(), b.n, full);
+  if (full) {  // drop every block's code and start the arena again
+    jit::reset(*p.jit_arena);
+    for (auto& kv : p.blocks) kv.second->jit = 0;
+    for (auto& d : p.dead) d->jit = 0;
+    off = jit::compile(*p.jit_arena, c, b.insns(), b.n, full);
+  }
+  b.jit = off ? (Block::k_jit_compiled | off) : Block::k_jit_never;
+}
+
+// run_block, or the block's compiled code once it has started often enough.
+Step run_block_or_jit(Cpu& c, Block& b) {
+  Cpu::Private& p = *c.priv;
+  if (!p.jit_arena || !(b.key & 1)) return run_block(c, b);
+  if (!(b.jit & Block::k_jit_compiled)) [[unlikely]] {
+    if (b.jit >= Block::k_jit_never || ++b.jit < p.jit_threshold) return run_block(c, b);
+    compile_block(c, b);
+    if (!(b.jit & Block::k_jit_compiled)) return run_block(c, b);
+  }
+  const jit::CodeHeader& h = jit::header(*p.jit_arena, b.jit & ~Block::k_jit_compiled);
+  if (!jit::entry_ok(c, h)) [[unlikely]]
+    return run_block(c, b);
+  return run_jit(c, h);
+}
+
 bool irq_window_open(const Cpu& c) {
   return (c.eflags_rest & fl::IF) && !c.interrupt_shadow && !c.irq_queued;
 }
@@ -240,6 +288,12 @@ bool irq_window_open(const Cpu& c) {
 }  // namespace
 
 Cpu* engine_running_cpu() { return t_running; }
+
+namespace jit {
+int32_t private_block_stop_offset(const Cpu& c) {
+  return int32_t(reinterpret_cast<const char*>(&c.priv->block_stop) - reinterpret_cast<const char*>(c.priv.get()));
+}
+}  // namespace jit
 
 namespace {
 
@@ -361,7 +415,13 @@ void engine_invalidate_page(Cpu& c, uint64_t pfn) {
   throw StopInsn{};
 }
 
-SoftVcpu::SoftVcpu(SoftVm& vm, VcpuId id) : m_cpu(std::make_unique<Cpu>(vm, id)) {}
+SoftVcpu::SoftVcpu(SoftVm& vm, VcpuId id) : m_cpu(std::make_unique<Cpu>(vm, id)) {
+  const jit::Config jc = jit::config();
+  if (jc.enabled) {
+    m_cpu->priv->jit_arena = jit::make_arena();
+    m_cpu->priv->jit_threshold = jc.threshold;
+  }
+}
 SoftVcpu::~SoftVcpu() = default;
 
 cpu::VcpuExit SoftVcpu::run(cpu::RunControl& ctl) {
@@ -504,7 +564,7 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
     // cannot fault).
     __builtin_prefetch(b->links[0].to);
     __builtin_prefetch(reinterpret_cast<const char*>(b->links[0].to) + k_cache_line);
-    if (run_block(c, *b) == Step::Exit) return finish();
+    if (run_block_or_jit(c, *b) == Step::Exit) return finish();
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "cpu/backend.h"
 #include "cpu/soft/cpu.h"
+#include "cpu/soft/jit/jit.h"
 
 namespace anykvm::soft {
 
@@ -47,6 +48,10 @@ struct Block {
   uint16_t nbytes = 0;         // decoded bytes (at most a page)
   bool valid = true;
   uint8_t next_link = 0;       // the slot the next new successor replaces
+  // Compiled code (jit/jit.h): k_jit_compiled | arena offset; below that, the
+  // number of times the block started (k_jit_never: not compilable).
+  uint32_t jit = 0;
+  static constexpr uint32_t k_jit_compiled = 0x80000000u, k_jit_never = 0x7fffffffu;
   Link links[2];
 
   // The n instructions follow the header; the decoded bytes (for validation
@@ -80,6 +85,10 @@ struct Cpu::Private {
   PendingIo pio;
   bool stopped = false;     // the last run() ended with StopInsn: re-execute first
   bool block_stop = false;  // the running block's page was written: stop after this instruction
+
+  // Block compiler (nullptr: off, or the host has no executable memory).
+  std::unique_ptr<jit::Arena, void (*)(jit::Arena*)> jit_arena{nullptr, nullptr};
+  uint32_t jit_threshold = 0;
 
   // Block cache.
   static constexpr size_t k_fast = 8192;

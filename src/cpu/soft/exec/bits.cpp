@@ -209,3 +209,7 @@ void register_bits(DispatchTable& t) {
 }
 
 }  // namespace anykvm::soft::ex
+
+namespace anykvm::soft {
+bool host_shifts_ignore_flags_in() { return ex::k_shift_nf; }
+}  // namespace anykvm::soft

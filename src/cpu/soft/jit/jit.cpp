@@ -1,0 +1,979 @@
+// The block compiler (jit.h). Register use in generated code:
+//   rbx  Cpu*                         r12  the TLB set of the current CPL
+//   r13  EIP at block entry            r15  saved guest flags (LAHF/SETO form)
+//   rax rcx rdx rsi r8  scratch (rdx+rsi: host address of a memory operand)
+// EIP is not updated per instruction: instruction k of the block is at
+// r13 + its offset (mod 2^32), written to Cpu::rip before anything that can
+// read it (a handler, a fault, the block's end).
+#include "cpu/soft/jit/jit.h"
+
+#include <sys/mman.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <vector>
+
+#include "cpu/soft/cpu.h"
+#include "cpu/soft/dispatch.h"
+#include "cpu/soft/jit/x64asm.h"
+#include "cpu/soft/mmu/tlb.h"
+#include "x86/decode/insn.h"
+
+extern "C" void __register_frame(void*);
+extern "C" void __deregister_frame(void*);
+
+namespace anykvm::soft {
+bool host_shifts_ignore_flags_in();  // exec/bits.cpp
+}
+
+namespace anykvm::soft::jit {
+namespace {
+
+constexpr size_t k_arena_size = size_t(32) << 20;
+constexpr uint32_t k_arith = 0x8d5;  // OSZAPC
+
+// ---- host facts probed once ----
+bool host_logic_clears_af() {
+  unsigned long f;
+  __asm__ volatile(
+      "mov $0x0f, %%al\n\t"
+      "add $1, %%al\n\t"  // AF = 1
+      "and %%eax, %%eax\n\t"
+      "pushfq\n\t"
+      "pop %0"
+      : "=r"(f)
+      :
+      : "rax", "cc");
+  return !(f & 0x10);
+}
+
+}  // namespace
+
+Config config() {
+  Config c;
+  if (const char* v = std::getenv("ANYKVM_JIT")) c.enabled = std::strcmp(v, "0") != 0;
+  if (const char* v = std::getenv("ANYKVM_JIT_THRESHOLD")) c.threshold = uint32_t(std::strtoul(v, nullptr, 10));
+  return c;
+}
+
+namespace {
+std::atomic<uint64_t> g_compiled{0};
+}
+uint64_t blocks_compiled() { return g_compiled.load(std::memory_order_relaxed); }
+
+// ---- the arena: trampoline, unwind description, code ----
+class Arena {
+ public:
+  uint8_t* base = nullptr;
+  size_t used = 0;
+  size_t code_start = 0;
+  uint64_t exit_addr = 0;
+  using EnterFn = void (*)(Cpu*, const uint8_t*, const void*);
+  EnterFn enter_fn = nullptr;
+  std::vector<uint8_t> eh;  // registered .eh_frame image (CIE, one FDE, terminator)
+  bool registered = false;
+
+  ~Arena() {
+    if (registered) __deregister_frame(eh.data());
+    if (base) munmap(base, k_arena_size);
+  }
+};
+
+namespace {
+
+void uleb(std::vector<uint8_t>& v, uint64_t x) {
+  do {
+    uint8_t b = x & 0x7f;
+    x >>= 7;
+    if (x) b |= 0x80;
+    v.push_back(b);
+  } while (x);
+}
+void put32(std::vector<uint8_t>& v, size_t at, uint32_t x) { std::memcpy(&v[at], &x, 4); }
+void app32(std::vector<uint8_t>& v, uint32_t x) {
+  v.resize(v.size() + 4);
+  put32(v, v.size() - 4, x);
+}
+void app64(std::vector<uint8_t>& v, uint64_t x) {
+  v.resize(v.size() + 8);
+  std::memcpy(&v[v.size() - 8], &x, 8);
+}
+
+// The frame every piece of generated code runs in (after the trampoline's
+// prologue): CFA = rsp + 64, return address at CFA-8, then rbp rbx r12 r13
+// r14 r15 (DWARF registers 6 3 12 13 14 15).
+std::vector<uint8_t> make_eh_frame(uint64_t pc, uint64_t len) {
+  std::vector<uint8_t> v;
+  // CIE
+  const size_t cie = v.size();
+  app32(v, 0);  // length, patched
+  app32(v, 0);  // CIE id
+  v.push_back(1);  // version
+  v.push_back('z');
+  v.push_back('R');
+  v.push_back(0);
+  uleb(v, 1);        // code alignment
+  v.push_back(0x78); // data alignment -8 (sleb)
+  uleb(v, 16);       // return address column
+  uleb(v, 1);        // augmentation data length
+  v.push_back(0x00); // FDE pointers: absolute
+  v.push_back(0x0c); // DW_CFA_def_cfa rsp, 64
+  uleb(v, 7);
+  uleb(v, 64);
+  const uint8_t regs[][2] = {{16, 1}, {6, 2}, {3, 3}, {12, 4}, {13, 5}, {14, 6}, {15, 7}};
+  for (auto& r : regs) {
+    v.push_back(uint8_t(0x80 | r[0]));  // DW_CFA_offset
+    uleb(v, r[1]);
+  }
+  while ((v.size() - cie) % 8) v.push_back(0);  // DW_CFA_nop
+  put32(v, cie, uint32_t(v.size() - cie - 4));
+  // FDE
+  const size_t fde = v.size();
+  app32(v, 0);
+  app32(v, uint32_t(v.size() - cie));  // CIE pointer: distance back to the CIE
+  app64(v, pc);
+  app64(v, len);
+  uleb(v, 0);  // augmentation data length
+  while ((v.size() - fde) % 8) v.push_back(0);
+  put32(v, fde, uint32_t(v.size() - fde - 4));
+  app32(v, 0);  // terminator
+  return v;
+}
+
+struct Offsets {
+  int32_t gpr, rip, lf_op, lf_flags, seg, exit_pending, mmio_count, priv, block_stop;
+};
+
+template <typename A, typename B>
+int32_t off_of(const A& base, const B& field) {
+  return int32_t(reinterpret_cast<const char*>(&field) - reinterpret_cast<const char*>(&base));
+}
+
+}  // namespace
+
+// Cpu::Private's block_stop offset (soft_vcpu.cpp owns the type).
+int32_t private_block_stop_offset(const Cpu& c);
+
+std::unique_ptr<Arena, void (*)(Arena*)> make_arena() {
+  std::unique_ptr<Arena, void (*)(Arena*)> none(nullptr, [](Arena* a) { delete a; });
+  void* m = mmap(nullptr, k_arena_size, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return none;
+  std::unique_ptr<Arena, void (*)(Arena*)> a(new Arena, [](Arena* p) { delete p; });
+  a->base = static_cast<uint8_t*>(m);
+  Asm s;
+  // exit: undo the prologue.
+  const size_t exit_at = s.size();
+  s.alu_imm(0, 8, RSP, 8);
+  for (uint8_t r : {R15, R14, R13, R12, RBX, RBP}) s.pop(r);
+  s.ret();
+  // enter(Cpu* rdi, code rsi, tlb set rdx)
+  const size_t enter_at = s.size();
+  for (uint8_t r : {RBP, RBX, R12, R13, R14, R15}) s.push(r);
+  s.alu_imm(5, 8, RSP, 8);
+  const size_t body_at = s.size();
+  s.mov_rr(8, RBX, RDI);
+  s.mov_rr(8, R12, RDX);
+  // rip offset: computed from a Cpu layout probe below (patched in by the caller of make_arena is
+  // not possible: the trampoline loads it from the code's first instruction instead), so the
+  // block code itself loads r13 (see Compiler::prologue).
+  s.jmp_r(RSI);
+  while (s.size() % 16) s.byte(0xcc);
+  s.place(a->base);
+  a->exit_addr = uint64_t(a->base + exit_at);
+  a->enter_fn = reinterpret_cast<Arena::EnterFn>(a->base + enter_at);
+  a->code_start = s.size();
+  a->used = a->code_start;
+  a->eh = make_eh_frame(uint64_t(a->base + body_at), k_arena_size - body_at);
+  __register_frame(a->eh.data());
+  a->registered = true;
+  return a;
+}
+
+void reset(Arena& a) { a.used = a.code_start; }
+
+const CodeHeader& header(const Arena& a, uint32_t off) { return *reinterpret_cast<const CodeHeader*>(a.base + off); }
+
+void enter(const Arena& a, Cpu& c, const CodeHeader& h) { a.enter_fn(&c, h.code, &c.tlb.sets[c.cpl == 3][0]); }
+
+bool entry_ok(const Cpu& c, const CodeHeader& h) {
+  if (c.long_mode()) return false;
+  if (h.stack32 && !c.stack32()) return false;
+  const uint8_t all = h.seg_read | h.seg_write;
+  for (unsigned s = 0; s < 6; ++s) {
+    if (!((all >> s) & 1)) continue;
+    const Segment& sg = c.seg[s];
+    if (sg.unusable) return false;
+    if (((h.seg_read >> s) & 1) && !((k_seg_fast_read >> (sg.type & 0xf)) & 1)) return false;
+    if (((h.seg_write >> s) & 1) && !((k_seg_fast_write >> (sg.type & 0xf)) & 1)) return false;
+  }
+  return true;
+}
+
+namespace {
+
+uint32_t flags_ax(Cpu* c) {
+  const uint32_t f = lazy_arith_flags(c->lf);
+  return ((f & 0xd5) << 8) | ((f >> 11) & 1);
+}
+
+class Compiler {
+ public:
+  Compiler(const Cpu& c, const x86::Insn* insns, uint32_t n, uint64_t exit_addr)
+      : m_insns(insns), m_n(n), m_exit(exit_addr) {
+    o.gpr = off_of(c, c.gpr);
+    o.rip = off_of(c, c.rip);
+    o.lf_op = off_of(c, c.lf.op);
+    o.lf_flags = off_of(c, c.lf.flags);
+    o.seg = off_of(c, c.seg);
+    o.exit_pending = off_of(c, c.exit_pending);
+    o.mmio_count = off_of(c, c.mmio_log.count);
+    o.priv = off_of(c, c.priv);
+    o.block_stop = private_block_stop_offset(c);
+    m_logic_ok = host_logic_clears_af_cached();
+    m_shift_nf = host_shifts_ignore_flags_in();
+  }
+
+  // Returns false when nothing in the block compiles natively.
+  bool run() {
+    a.mov_load(8, R13, Mem{RBX, o.rip});
+    uint32_t off = 0;
+    for (uint32_t k = 0; k < m_n; ++k) {
+      const x86::Insn& in = m_insns[k];
+      m_in = &in;
+      m_off = off;
+      m_next = off + in.len;
+      m_last = k + 1 == m_n;
+      m_ended = false;
+      if (native(in)) ++m_native;
+      else call_insn();
+      off = m_next;
+      if (m_ended) break;
+    }
+    if (!m_ended) {
+      set_rip(m_next);
+      spill_host();
+      a.jmp_abs(m_exit);
+    }
+    for (Stub& s : m_stubs) emit_stub(s);
+    return m_native > 0;
+  }
+
+  Asm a;
+  CodeHeader h;
+
+ private:
+  static bool host_logic_clears_af_cached() {
+    static const bool v = host_logic_clears_af();
+    return v;
+  }
+
+  enum class Fl : uint8_t { Mem, Host };
+  struct Stub {
+    Asm::Label entry, resume;
+    const x86::Insn* in;
+    uint32_t off, next;
+    bool saved;        // the flags before the instruction are in r15 (else in Cpu::lf)
+    bool reload;       // the fast path ends with the flags in the host
+    bool exit_after;   // leave the block after the handler
+  };
+
+  // ---- operands ----
+  Mem gslot(unsigned g, unsigned size) const {
+    if (size == 1 && g >= 4 && g < 8) return Mem{RBX, o.gpr + int32_t((g - 4) * 8 + 1)};
+    return Mem{RBX, o.gpr + int32_t(g * 8)};
+  }
+  // host register <- guest register, zero-extended
+  void load_g(uint8_t hr, unsigned g, unsigned size) {
+    if (size == 4) a.mov_load(4, hr, gslot(g, 4));
+    else a.movx_load(false, size, hr, gslot(g, size));
+  }
+  // guest register <- host register (4: zero-extended to 64 bits, as Cpu::set_reg)
+  void store_g(unsigned g, uint8_t hr, unsigned size) {
+    if (size == 4) {
+      a.mov_store(8, gslot(g, 4), hr);  // every producer is a 32-bit operation: bits 63:32 are 0
+    } else {
+      a.mov_store(size, gslot(g, size), hr);
+    }
+  }
+  void set_rip(uint32_t off) {
+    a.lea(4, RAX, Mem{R13, int32_t(off)});
+    a.mov_store(8, Mem{RBX, o.rip}, RAX);
+  }
+  Mem seg_field(unsigned s, int32_t field) const { return Mem{RBX, o.seg + int32_t(s * sizeof(Segment)) + field}; }
+
+  // ---- flags ----
+  void spill_host() {  // host flags -> Cpu::lf (no flag change)
+    if (m_fl != Fl::Host) return;
+    a.pushfq();
+    a.pop(RAX);
+    write_lf_from_rax();
+    m_fl = Fl::Mem;
+  }
+  void write_lf_from_rax() {
+    a.alu_imm(4, 4, RAX, int32_t(k_arith));
+    a.mov_store(4, Mem{RBX, o.lf_flags}, RAX);
+    a.mov_mem_imm8(Mem{RBX, o.lf_op}, uint8_t(FlagOp::None));
+  }
+  void save_r15() {
+    a.lahf();
+    a.setcc(O, RAX);
+    a.mov_rr(4, R15, RAX);
+  }
+  void restore_r15() {
+    a.mov_rr(4, RAX, R15);
+    a.add_al_imm8(0x7f);
+    a.sahf();
+  }
+  void spill_r15() {  // r15 (AH = SF ZF - AF - PF - CF, AL = OF) -> Cpu::lf
+    a.mov_rr(4, RAX, R15);
+    a.byte(0x0f);  // movzx ecx, ah
+    a.byte(0xb6);
+    a.byte(0xcc);
+    a.alu_imm(4, 4, RCX, 0xd5);
+    a.alu_imm(4, 4, RAX, 1);
+    a.shift_imm(4, 4, RAX, 11);
+    a.alu_rr(1, 4, RAX, RCX);
+    a.mov_store(4, Mem{RBX, o.lf_flags}, RAX);
+    a.mov_mem_imm8(Mem{RBX, o.lf_op}, uint8_t(FlagOp::None));
+  }
+  void reload() {  // Cpu::lf -> host flags
+    a.mov_rr(8, RDI, RBX);
+    a.mov_imm64(RAX, uint64_t(&flags_ax));
+    call_rax();
+    a.add_al_imm8(0x7f);
+    a.sahf();
+    m_fl = Fl::Host;
+  }
+  void need_flags() {
+    if (m_fl == Fl::Mem) reload();
+  }
+  void call_rax() {
+    a.byte(0xff);
+    a.byte(0xd0);
+  }
+
+  // ---- handler calls ----
+  void call_handler(const x86::Insn* in) {
+    a.mov_rr(8, RDI, RBX);
+    a.mov_imm64(RSI, uint64_t(in));
+    a.mov_imm64(RAX, uint64_t(in->fn));
+    call_rax();
+  }
+  // After a handler: leave unless it retired normally to the next instruction.
+  void post_check(uint32_t next) {
+    a.movx_load(false, 1, RAX, Mem{RBX, o.exit_pending});
+    a.alu_load(1, 1, RAX, Mem{RBX, o.mmio_count});
+    a.mov_load(8, RCX, Mem{RBX, o.priv});
+    a.alu_load(1, 1, RAX, Mem{RCX, o.block_stop});
+    a.jcc(NE, m_l_exit);
+    a.lea(4, RAX, Mem{R13, int32_t(next)});
+    a.alu_load(7, 8, RAX, Mem{RBX, o.rip});
+    a.jcc(NE, m_l_exit);
+  }
+  // Segment loads that do not end a block (POP ES/DS/FS/GS, LES/LDS/LFS/LGS):
+  // the code after them was compiled for the segments checked at entry.
+  static bool changes_segments(const x86::Insn& in) {
+    if (in.map == x86::OpMap::OneByte) return in.opcode == 0x07 || in.opcode == 0x1f || in.opcode == 0xc4 || in.opcode == 0xc5;
+    if (in.map == x86::OpMap::TwoByte)
+      return in.opcode == 0xa1 || in.opcode == 0xa9 || in.opcode == 0xb4 || in.opcode == 0xb5;
+    return false;
+  }
+  void call_insn() {
+    spill_host();
+    set_rip(m_off);
+    call_handler(m_in);
+    if (m_last || changes_segments(*m_in)) {
+      a.jmp(m_l_exit);
+      m_ended = true;
+      return;
+    }
+    post_check(m_next);
+  }
+
+  // ---- memory operands ----
+  bool mem_form_ok(const x86::Insn& in) const { return in.addrsize == 4 && !in.rip_relative; }
+  // EDX <- the effective address (no flag change)
+  void ea_to_edx(const x86::Insn& in) {
+    if (in.base != x86::k_no_reg) {
+      a.mov_load(4, RDX, gslot(in.base, 4));
+      if (in.index != x86::k_no_reg) {
+        a.mov_load(4, RCX, gslot(in.index, 4));
+        a.lea(4, RDX, Mem{RDX, int32_t(in.disp), RCX, in.scale});
+      } else if (in.disp) {
+        a.lea(4, RDX, Mem{RDX, int32_t(in.disp)});
+      }
+    } else if (in.index != x86::k_no_reg) {
+      a.mov_load(4, RCX, gslot(in.index, 4));
+      a.mov_imm32(RDX, uint32_t(in.disp));
+      a.lea(4, RDX, Mem{RDX, 0, RCX, in.scale});
+    } else {
+      a.mov_imm32(RDX, uint32_t(in.disp));
+    }
+  }
+  // The access of `size` bytes at offset EDX in segment `s`: on the fast path
+  // the host address is [rdx + rsi] and r8d holds the offset; otherwise the
+  // stub runs the instruction's handler. The caller emits the operation and
+  // then end_mem(). The guest flags, if in the host, are kept in r15.
+  // `writes_flags`: the operation sets the flags; `reads_flags`: it consumes them
+  // (then they are back in the host before it runs).
+  Mem begin_mem(unsigned s, unsigned size, bool read, bool write, bool writes_flags, bool reads_flags = false,
+                bool ea_ready = false) {
+    m_stubs.emplace_back();
+    Stub& st = m_stubs.back();
+    st.in = m_in;
+    st.off = m_off;
+    st.next = m_next;
+    st.saved = m_fl == Fl::Host;
+    st.exit_after = m_last;
+    m_cur = &st;
+    m_cur_writes_flags = writes_flags;
+    if (st.saved) save_r15();
+    if (!ea_ready) ea_to_edx(*m_in);
+    if (read) h.seg_read |= uint8_t(1u << s);
+    if (write) h.seg_write |= uint8_t(1u << s);
+    a.mov_rr(4, R8, RDX);
+    // limit: offset + size - 1 <= limit (64-bit sum: no wrap)
+    a.mov_load(4, RCX, seg_field(s, offsetof(Segment, limit)));
+    a.lea(8, RAX, Mem{RDX, int32_t(size - 1)});
+    a.alu_rr(7, 8, RAX, RCX);
+    a.jcc(A, st.entry);
+    // linear = base + offset (32 bits)
+    a.mov_load(4, RCX, seg_field(s, offsetof(Segment, base)));
+    a.alu_rr(0, 4, RDX, RCX);
+    // TLB entry: sets[cpl][(lin >> 12) & 255], 40 bytes each
+    static_assert(sizeof(TlbEntry) == 40 && Tlb::k_entries == 256);
+    a.mov_rr(4, RAX, RDX);
+    a.shift_imm(5, 4, RAX, 12);
+    a.movx_rr(false, 1, RAX, RAX);
+    a.lea(8, RAX, Mem{RAX, 0, RAX, 2});
+    a.lea(8, RAX, Mem{R12, 0, RAX, 3});
+    // the page of the last byte must be the entry's tag (one compare also rejects page crossings)
+    a.lea(8, RCX, Mem{RDX, int32_t(size - 1)});
+    a.and_imm64(RCX, -4096);
+    if (read) {
+      a.alu_load(7, 8, RCX, Mem{RAX, int32_t(offsetof(TlbEntry, tag_read))});
+      a.jcc(NE, st.entry);
+    }
+    if (write) {
+      a.alu_load(7, 8, RCX, Mem{RAX, int32_t(offsetof(TlbEntry, tag_write))});
+      a.jcc(NE, st.entry);
+    }
+    a.mov_load(8, RSI, Mem{RAX, int32_t(offsetof(TlbEntry, addend))});
+    if (st.saved && (reads_flags || !writes_flags)) restore_r15();
+    return Mem{RDX, 0, RSI, 0};
+  }
+  void end_mem() {
+    Stub& st = *m_cur;
+    if (m_cur_writes_flags) m_fl = Fl::Host;
+    else if (st.saved) m_fl = Fl::Host;
+    st.reload = m_fl == Fl::Host;
+    a.bind(st.resume);
+    if (st.exit_after) {
+      // the block's end follows in run(); nothing to add
+    }
+  }
+  void emit_stub(Stub& s) {
+    a.bind(s.entry);
+    if (s.saved) spill_r15();
+    set_rip(s.off);
+    call_handler(s.in);
+    if (s.exit_after || changes_segments(*s.in)) {
+      a.jmp(m_l_exit);
+    } else {
+      post_check(s.next);
+      if (s.reload) {
+        m_fl = Fl::Mem;
+        reload();
+      }
+      a.jmp(s.resume);
+    }
+    if (!m_exit_bound) {
+      a.bind(m_l_exit);
+      a.jmp_abs(m_exit);
+      m_exit_bound = true;
+    }
+  }
+
+  // ---- instruction forms ----
+  bool native(const x86::Insn& in) {
+    if (!bound_to_opcode_handler(in) || in.lock || in.rep != x86::RepPrefix::None) return false;
+    if (in.mem && !mem_form_ok(in)) return false;
+    const unsigned sz = in.opsize;
+    if (sz != 1 && sz != 2 && sz != 4) return false;
+    if (in.map == x86::OpMap::OneByte) return one_byte(in, sz);
+    if (in.map == x86::OpMap::TwoByte) return two_byte(in, sz);
+    return false;
+  }
+
+  static bool alu_is_logic(unsigned op) { return op == 1 || op == 4 || op == 6; }
+
+  bool one_byte(const x86::Insn& in, unsigned sz) {
+    const uint8_t op = in.opcode;
+    if (op < 0x40 && (op & 7) < 6) {  // ALU forms
+      const unsigned alu = op >> 3;
+      if (alu_is_logic(alu) && !m_logic_ok) return false;
+      switch (op & 7) {
+        case 0: case 1: alu_E_G(alu, sz); return true;
+        case 2: case 3: alu_G_E(alu, sz); return true;
+        default: alu_A_I(alu, sz); return true;
+      }
+    }
+    if (op >= 0x40 && op <= 0x4f) {  // INC/DEC r
+      need_flags();
+      load_g(RAX, in.reg, sz);
+      a.incdec_r(op >= 0x48, sz, RAX);
+      store_g(in.reg, RAX, sz);
+      m_fl = Fl::Host;
+      return true;
+    }
+    if (op >= 0x50 && op <= 0x5f) return push_pop(in, sz, op >= 0x58);
+    if (op == 0x80 || op == 0x81 || op == 0x83) {
+      const unsigned alu = in.reg & 7;
+      if (alu_is_logic(alu) && !m_logic_ok) return false;
+      alu_E_I(alu, sz, in.imm);
+      return true;
+    }
+    if (op == 0x84 || op == 0x85) {
+      if (!m_logic_ok) return false;
+      test_E_G(sz);
+      return true;
+    }
+    if (op == 0xa8 || op == 0xa9) {
+      if (!m_logic_ok) return false;
+      load_g(RAX, 0, sz);
+      test_imm_r(sz, RAX, in.imm);
+      m_fl = Fl::Host;
+      return true;
+    }
+    if (op >= 0x88 && op <= 0x8b) {
+      if (op <= 0x89) mov_E_G(sz);
+      else mov_G_E(sz);
+      return true;
+    }
+    if (op == 0x8d) {
+      if (!in.mem || !(sz == 2 || sz == 4)) return false;
+      ea_to_edx(in);
+      store_g(in.reg, RDX, sz);
+      return true;
+    }
+    if (op >= 0xb0 && op <= 0xbf) {
+      a.mov_imm32(RCX, uint32_t(in.imm));
+      store_g(in.reg, RCX, sz);
+      return true;
+    }
+    if ((op == 0xc6 || op == 0xc7) && (in.reg & 7) == 0) {
+      if (in.mem) {
+        Mem m = begin_mem(in.seg, sz, false, true, false);
+        a.mov_imm32(RCX, uint32_t(in.imm));
+        a.mov_store(sz, m, RCX);
+        end_mem();
+      } else {
+        a.mov_imm32(RCX, uint32_t(in.imm));
+        store_g(in.rm, RCX, sz);
+      }
+      return true;
+    }
+    if (op == 0xc0 || op == 0xc1 || op == 0xd0 || op == 0xd1) {
+      const unsigned sub = in.reg & 7;
+      if (sub != 4 && sub != 5 && sub != 6 && sub != 7) return false;
+      const uint8_t count = uint8_t((op <= 0xc1 ? in.imm : 1) & 0x1f);
+      if (!count) return false;
+      if (!m_shift_nf) need_flags();
+      if (in.mem) {
+        Mem m = begin_mem(in.seg, sz, true, true, true, !m_shift_nf);
+        a.prefix_mem(sz, 0, m);
+        a.byte(sz == 1 ? 0xc0 : 0xc1);
+        a.modrm_mem(uint8_t(sub), m);
+        a.byte(count);
+        end_mem();
+      } else {
+        load_g(RAX, in.rm, sz);
+        a.shift_imm(sub, sz, RAX, count);
+        store_g(in.rm, RAX, sz);
+        m_fl = Fl::Host;
+      }
+      return true;
+    }
+    if ((op == 0xf6 || op == 0xf7) && (in.reg & 7) <= 3 && (in.reg & 7) != 1) {
+      const unsigned sub = in.reg & 7;
+      if (sub == 0) {
+        if (!m_logic_ok) return false;
+        if (in.mem) {
+          Mem m = begin_mem(in.seg, sz, true, false, true);
+          a.prefix_mem(sz, 0, m);
+          a.byte(sz == 1 ? 0xf6 : 0xf7);
+          a.modrm_mem(0, m);
+          imm_bytes(sz, in.imm);
+          end_mem();
+        } else {
+          load_g(RAX, in.rm, sz);
+          test_imm_r(sz, RAX, in.imm);
+          m_fl = Fl::Host;
+        }
+        return true;
+      }
+      // 2 NOT (no flags), 3 NEG
+      if (in.mem) {
+        Mem m = begin_mem(in.seg, sz, true, true, sub == 3);
+        a.op_mem(0xf7, sz, uint8_t(sub), m);
+        end_mem();
+      } else {
+        load_g(RAX, in.rm, sz);
+        a.grp3_r(sub, sz, RAX);
+        store_g(in.rm, RAX, sz);
+        if (sub == 3) m_fl = Fl::Host;
+      }
+      return true;
+    }
+    if ((op == 0xfe || op == 0xff) && (in.reg & 7) <= 1) {
+      const bool dec = (in.reg & 7) == 1;
+      need_flags();
+      if (in.mem) {
+        Mem m = begin_mem(in.seg, sz, true, true, true, true);
+        a.incdec_mem(dec, sz, m);
+        end_mem();
+      } else {
+        load_g(RAX, in.rm, sz);
+        a.incdec_r(dec, sz, RAX);
+        store_g(in.rm, RAX, sz);
+        m_fl = Fl::Host;
+      }
+      return true;
+    }
+    if (op >= 0x70 && op <= 0x7f) return jcc(in, op & 0xf, sz);
+    if (op == 0xeb || op == 0xe9) return jmp_rel(in, sz);
+    if (op == 0x69 || op == 0x6b) return imul3(in, sz);
+    return false;
+  }
+
+  bool two_byte(const x86::Insn& in, unsigned sz) {
+    const uint8_t op = in.opcode;
+    if (op >= 0x80 && op <= 0x8f) return jcc(in, op & 0xf, sz);
+    if (op == 0xb6 || op == 0xb7 || op == 0xbe || op == 0xbf) {
+      if (sz == 1) return false;
+      const unsigned from = (op & 1) ? 2 : 1;
+      const bool sign = op >= 0xbe;
+      if (in.mem) {
+        Mem m = begin_mem(in.seg, from, true, false, false);
+        a.movx_load(sign, from, RCX, m);
+        store_g(in.reg, RCX, sz);
+        end_mem();
+      } else {
+        load_g(RCX, in.rm, from);
+        if (sign) a.movx_rr(true, from, RCX, RCX);
+        store_g(in.reg, RCX, sz);
+      }
+      return true;
+    }
+    if (op == 0xaf) {  // IMUL r, r/m
+      if (sz == 1) return false;
+      need_flags();
+      if (in.mem) {
+        Mem m = begin_mem(in.seg, sz, true, false, true, true);
+        load_g(RAX, in.reg, sz);
+        a.prefix_mem(sz, RAX, m);
+        a.byte(0x0f);
+        a.byte(0xaf);
+        a.modrm_mem(RAX, m);
+        store_g(in.reg, RAX, sz);
+        end_mem();
+      } else {
+        load_g(RAX, in.reg, sz);
+        load_g(RCX, in.rm, sz);
+        a.imul_rr(sz, RAX, RCX);
+        store_g(in.reg, RAX, sz);
+        m_fl = Fl::Host;
+      }
+      return true;
+    }
+    if (op >= 0x40 && op <= 0x4f) {  // CMOVcc
+      if (sz == 1) return false;
+      need_flags();
+      const uint8_t cc = op & 0xf;
+      if (in.mem) {
+        Mem m = begin_mem(in.seg, sz, true, false, false, true);
+        load_g(RAX, in.reg, sz);
+        a.prefix_mem(sz, RAX, m);
+        a.byte(0x0f);
+        a.byte(uint8_t(0x40 + cc));
+        a.modrm_mem(RAX, m);
+        store_g(in.reg, RAX, sz);
+        end_mem();
+      } else {
+        load_g(RAX, in.reg, sz);
+        load_g(RCX, in.rm, sz);
+        a.prefix_rr(sz, RAX, RCX);
+        a.byte(0x0f);
+        a.byte(uint8_t(0x40 + cc));
+        a.modrm_rr(RAX, RCX);
+        store_g(in.reg, RAX, sz);
+      }
+      return true;
+    }
+    if (op >= 0x90 && op <= 0x9f) {  // SETcc r/m8
+      need_flags();
+      const Cc cc = Cc(op & 0xf);
+      if (in.mem) {
+        Mem m = begin_mem(in.seg, 1, false, true, false, true);
+        a.setcc(cc, RCX);
+        a.mov_store(1, m, RCX);
+        end_mem();
+      } else {
+        a.setcc(cc, RCX);
+        a.mov_store(1, gslot(in.rm, 1), RCX);
+      }
+      return true;
+    }
+    return false;
+  }
+
+  void imm_bytes(unsigned sz, uint64_t imm) {
+    if (sz == 1) a.byte(uint8_t(imm));
+    else if (sz == 2) {
+      a.byte(uint8_t(imm));
+      a.byte(uint8_t(imm >> 8));
+    } else {
+      a.u32(uint32_t(imm));
+    }
+  }
+  void test_imm_r(unsigned sz, uint8_t r, uint64_t imm) {
+    a.prefix_rr(sz, 0, r);
+    a.byte(sz == 1 ? 0xf6 : 0xf7);
+    a.modrm_rr(0, r);
+    imm_bytes(sz, imm);
+  }
+
+  // op r/m, reg
+  void alu_E_G(unsigned alu, unsigned sz) {
+    const x86::Insn& in = *m_in;
+    if (alu == 2 || alu == 3) need_flags();
+    if (in.mem) {
+      Mem m = begin_mem(in.seg, sz, true, alu != 7, true, alu == 2 || alu == 3);
+      load_g(RCX, in.reg, sz);
+      a.alu_store(alu, sz, m, RCX);
+      end_mem();
+    } else {
+      load_g(RAX, in.rm, sz);
+      load_g(RCX, in.reg, sz);
+      a.alu_rr(alu, sz, RAX, RCX);
+      if (alu != 7) store_g(in.rm, RAX, sz);
+      m_fl = Fl::Host;
+    }
+  }
+  // op reg, r/m
+  void alu_G_E(unsigned alu, unsigned sz) {
+    const x86::Insn& in = *m_in;
+    if (alu == 2 || alu == 3) need_flags();
+    if (in.mem) {
+      Mem m = begin_mem(in.seg, sz, true, false, true, alu == 2 || alu == 3);
+      load_g(RAX, in.reg, sz);
+      a.alu_load(alu, sz, RAX, m);
+      if (alu != 7) store_g(in.reg, RAX, sz);
+      end_mem();
+    } else {
+      load_g(RAX, in.reg, sz);
+      load_g(RCX, in.rm, sz);
+      a.alu_rr(alu, sz, RAX, RCX);
+      if (alu != 7) store_g(in.reg, RAX, sz);
+      m_fl = Fl::Host;
+    }
+  }
+  void alu_A_I(unsigned alu, unsigned sz) {
+    if (alu == 2 || alu == 3) need_flags();
+    load_g(RAX, 0, sz);
+    a.alu_imm(alu, sz, RAX, int32_t(uint32_t(m_in->imm)));
+    if (alu != 7) store_g(0, RAX, sz);
+    m_fl = Fl::Host;
+  }
+  void alu_E_I(unsigned alu, unsigned sz, uint64_t imm) {
+    const x86::Insn& in = *m_in;
+    if (alu == 2 || alu == 3) need_flags();
+    const int32_t v = sz == 1 ? int32_t(int8_t(imm)) : sz == 2 ? int32_t(int16_t(imm)) : int32_t(uint32_t(imm));
+    if (in.mem) {
+      Mem m = begin_mem(in.seg, sz, true, alu != 7, true, alu == 2 || alu == 3);
+      a.alu_mem_imm(alu, sz, m, v);
+      end_mem();
+    } else {
+      load_g(RAX, in.rm, sz);
+      a.alu_imm(alu, sz, RAX, v);
+      if (alu != 7) store_g(in.rm, RAX, sz);
+      m_fl = Fl::Host;
+    }
+  }
+  void test_E_G(unsigned sz) {
+    const x86::Insn& in = *m_in;
+    if (in.mem) {
+      Mem m = begin_mem(in.seg, sz, true, false, true);
+      load_g(RCX, in.reg, sz);
+      a.op_mem(0x85, sz, RCX, m);
+      end_mem();
+    } else {
+      load_g(RAX, in.rm, sz);
+      load_g(RCX, in.reg, sz);
+      a.test_rr(sz, RAX, RCX);
+      m_fl = Fl::Host;
+    }
+  }
+  void mov_E_G(unsigned sz) {
+    const x86::Insn& in = *m_in;
+    if (in.mem) {
+      Mem m = begin_mem(in.seg, sz, false, true, false);
+      load_g(RCX, in.reg, sz);
+      a.mov_store(sz, m, RCX);
+      end_mem();
+    } else {
+      load_g(RCX, in.reg, sz);
+      store_g(in.rm, RCX, sz);
+    }
+  }
+  void mov_G_E(unsigned sz) {
+    const x86::Insn& in = *m_in;
+    if (in.mem) {
+      Mem m = begin_mem(in.seg, sz, true, false, false);
+      if (sz == 4) a.mov_load(4, RCX, m);
+      else a.movx_load(false, sz, RCX, m);
+      store_g(in.reg, RCX, sz);
+      end_mem();
+    } else {
+      load_g(RCX, in.rm, sz);
+      store_g(in.reg, RCX, sz);
+    }
+  }
+  bool imul3(const x86::Insn& in, unsigned sz) {
+    if (sz == 1) return false;
+    need_flags();
+    const uint32_t imm = uint32_t(in.imm);
+    if (in.mem) {
+      Mem m = begin_mem(in.seg, sz, true, false, true, true);
+      a.prefix_mem(sz, RAX, m);
+      a.byte(0x69);
+      a.modrm_mem(RAX, m);
+      imm_bytes(sz, imm);
+      store_g(in.reg, RAX, sz);
+      end_mem();
+    } else {
+      load_g(RCX, in.rm, sz);
+      a.prefix_rr(sz, RAX, RCX);
+      a.byte(0x69);
+      a.modrm_rr(RAX, RCX);
+      imm_bytes(sz, imm);
+      store_g(in.reg, RAX, sz);
+      m_fl = Fl::Host;
+    }
+    return true;
+  }
+  bool push_pop(const x86::Insn& in, unsigned sz, bool pop) {
+    if (sz != 4) return false;
+    h.stack32 = true;
+    const unsigned g = in.reg;
+    a.mov_load(4, RDX, gslot(4, 4));
+    if (!pop) a.lea(4, RDX, Mem{RDX, -4});
+    Mem m = begin_mem(2, 4, pop, !pop, false, false, true);
+    if (pop) {
+      a.mov_load(4, RCX, m);
+      a.lea(4, RAX, Mem{R8, 4});
+      a.mov_store(8, gslot(4, 4), RAX);
+      store_g(g, RCX, 4);
+    } else {
+      load_g(RCX, g, 4);
+      a.mov_store(4, m, RCX);
+      a.mov_store(8, gslot(4, 4), R8);
+    }
+    end_mem();
+    return true;
+  }
+
+  // Block-ending jumps: CS:EIP <- target after the CS limit check (jump_to).
+  void jump_tail(uint32_t target_off, Asm::Label& gp) {
+    a.lea(4, RAX, Mem{R13, int32_t(target_off)});
+    a.mov_load(4, RCX, seg_field(1, offsetof(Segment, limit)));
+    a.alu_rr(7, 8, RAX, RCX);
+    a.jcc(A, gp);
+    a.mov_store(8, Mem{RBX, o.rip}, RAX);
+    a.jmp_abs(m_exit);
+  }
+  void gp_path(Asm::Label& gp) {  // the handler raises #GP(0) with the flags in Cpu::lf
+    a.bind(gp);
+    set_rip(m_off);
+    call_handler(m_in);
+    a.jmp_abs(m_exit);
+  }
+  bool jcc(const x86::Insn& in, unsigned cc, unsigned sz) {
+    if (sz != 4 || !m_last || m_fl != Fl::Host) return false;
+    a.pushfq();
+    a.pop(RAX);
+    Asm::Label taken, gp;
+    a.jcc(Cc(cc), taken);
+    write_lf_from_rax();
+    set_rip(m_next);
+    a.jmp_abs(m_exit);
+    a.bind(taken);
+    write_lf_from_rax();
+    jump_tail(m_next + uint32_t(in.imm), gp);
+    gp_path(gp);
+    m_fl = Fl::Mem;
+    m_ended = true;
+    return true;
+  }
+  bool jmp_rel(const x86::Insn& in, unsigned sz) {
+    if (sz != 4 || !m_last) return false;
+    spill_host();
+    Asm::Label gp;
+    jump_tail(m_next + uint32_t(in.imm), gp);
+    gp_path(gp);
+    m_ended = true;
+    return true;
+  }
+
+  const x86::Insn* m_insns;
+  uint32_t m_n;
+  uint64_t m_exit;
+  Offsets o{};
+  bool m_logic_ok = false, m_shift_nf = false;
+  Fl m_fl = Fl::Mem;
+  const x86::Insn* m_in = nullptr;
+  uint32_t m_off = 0, m_next = 0;
+  bool m_last = false, m_ended = false;
+  uint32_t m_native = 0;
+  std::deque<Stub> m_stubs;
+  Stub* m_cur = nullptr;
+  bool m_cur_writes_flags = false;
+  Asm::Label m_l_exit;
+  bool m_exit_bound = false;
+
+ public:
+  void finish() {
+    if (!m_exit_bound) {
+      a.bind(m_l_exit);
+      a.jmp_abs(m_exit);
+      m_exit_bound = true;
+    }
+  }
+};
+
+}  // namespace
+
+uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, bool& full) {
+  full = false;
+  Compiler k(c, insns, n, ar.exit_addr);
+  if (!k.run()) return 0;
+  k.finish();
+  const size_t hdr = (sizeof(CodeHeader) + 15) & ~size_t(15);
+  const size_t need = hdr + k.a.size();
+  const size_t at = (ar.used + 15) & ~size_t(15);
+  if (at + need > k_arena_size) {
+    full = true;
+    return 0;
+  }
+  CodeHeader h = k.h;
+  h.code = ar.base + at + hdr;
+  if (!k.a.place(ar.base + at + hdr)) return 0;
+  std::memcpy(ar.base + at, &h, sizeof(h));
+  ar.used = at + need;
+  g_compiled.fetch_add(1, std::memory_order_relaxed);
+  return uint32_t(at);
+}
+
+}  // namespace anykvm::soft::jit

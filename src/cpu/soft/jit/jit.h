@@ -1,0 +1,67 @@
+// The block compiler (DESIGN.md "Speed is designed in"): a hot decoded Block
+// of 32-bit code becomes x86-64 host code. Common integer instructions run as
+// the same host instruction on the guest's registers (which stay in Cpu::gpr)
+// and on guest memory through an inline software-TLB lookup; the guest's
+// arithmetic flags live in the host's RFLAGS between such instructions and are
+// written back to Cpu::lf (materialized) before anything else reads them.
+// Every other instruction, and every slow path of a compiled one (TLB miss,
+// segment limit, MMIO, a page holding code), calls the instruction's handler
+// with CS:EIP and the flags exactly as the interpreter would have them, so a
+// compiled block and run_block (soft_vcpu.cpp) have the same observable
+// behaviour, faults and exits included: faults thrown by handlers unwind
+// through the generated code (its frame is described to the unwinder).
+//
+// Code lives in a per-vCPU arena of RWX memory; when it fills, every block's
+// code is dropped and the arena restarts (the engine recompiles what is hot).
+// ANYKVM_JIT=0 turns the compiler off; ANYKVM_JIT_THRESHOLD=N compiles a block
+// when it starts for the Nth time (0 and 1: the first time).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace anykvm::x86 {
+struct Insn;
+}
+
+namespace anykvm::soft {
+class Cpu;
+
+namespace jit {
+
+struct Config {
+  bool enabled = true;
+  uint32_t threshold = 4;
+};
+// From the environment, read at each vCPU's creation.
+Config config();
+// Blocks compiled by this process so far (tests check the compiler ran).
+uint64_t blocks_compiled();
+
+// Prepended to each block's code: what the code assumes on entry.
+struct CodeHeader {
+  uint8_t seg_read = 0;   // segments read through the inline path (bit per cpu::SegReg)
+  uint8_t seg_write = 0;  // segments written through it
+  bool stack32 = false;   // assumes SS.B = 1 (PUSH/POP)
+  uint8_t pad[5] = {};
+  const uint8_t* code = nullptr;
+};
+
+class Arena;
+// nullptr when the host cannot run generated code (no executable mapping).
+std::unique_ptr<Arena, void (*)(Arena*)> make_arena();
+
+// Compile the n instructions of a block of 32-bit code starting at `insns`.
+// Returns an arena offset (> 0) or 0 when the block is not worth compiling
+// or the arena is full (then `full` is set: reset and retry).
+uint32_t compile(Arena& a, const Cpu& c, const x86::Insn* insns, uint32_t n, bool& full);
+void reset(Arena& a);
+const CodeHeader& header(const Arena& a, uint32_t off);
+// Run compiled code with CS:EIP at the block's first instruction. Returns with
+// CS:EIP and Cpu::lf written back; handler exceptions propagate.
+void enter(const Arena& a, Cpu& c, const CodeHeader& h);
+// Can this code run in the current state (segment usability/types, modes)?
+bool entry_ok(const Cpu& c, const CodeHeader& h);
+
+}  // namespace jit
+}  // namespace anykvm::soft
