@@ -235,11 +235,12 @@ Step run_block(Cpu& c, const Block& b) {
 
 // A block's compiled code (jit/jit.h), with run_block's exception handling
 // and its end-of-instruction rule for MMIO.
-Step run_jit(Cpu& c, const jit::CodeHeader& h) {
+Step run_jit(Cpu& c, const Block& b, const jit::CodeHeader& h) {
   Cpu::Private& p = *c.priv;
   p.block_stop = false;
   try {
-    jit::enter(*p.jit_arena, c, h);
+    if (!jit::enter(*p.jit_arena, c, h)) [[unlikely]]
+      return run_block(c, b);
     if (c.mmio_log.count) [[unlikely]]
       mmio_retire(c);
   } catch (const Fault& f) {
@@ -275,10 +276,7 @@ Step run_block_or_jit(Cpu& c, Block& b) {
     compile_block(c, b);
     if (!(b.jit & Block::k_jit_compiled)) return run_block(c, b);
   }
-  const jit::CodeHeader& h = jit::header(*p.jit_arena, b.jit & ~Block::k_jit_compiled);
-  if (!jit::entry_ok(c, h)) [[unlikely]]
-    return run_block(c, b);
-  return run_jit(c, h);
+  return run_jit(c, b, jit::header(*p.jit_arena, b.jit & ~Block::k_jit_compiled));
 }
 
 bool irq_window_open(const Cpu& c) {

@@ -212,3 +212,44 @@ TEST(Jit, StoreIntoTheRunningBlockTakesEffectAtTheNextInstruction) {
 
 }  // namespace
 }  // namespace anykvm::test
+
+namespace anykvm::test {
+namespace {
+
+// Compiled code assumes the segments it uses keep a type its inline checks
+// cover. When the guest loads DS with an expand-down descriptor after the
+// loop was compiled, the loop must go back to the interpreter: offset 0x8000
+// is below the expand-down limit 0xffff0fff, so the load raises #GP (no IDT
+// here: a triple fault), though the TLB still maps the page.
+//   mov ecx, 50
+//   1: mov eax, [0x8000]; dec ecx; jnz 1b
+//   test esi, esi; jnz 2f; inc esi; mov ax, 0x18; mov ds, ax; mov ecx, 50; jmp 1b
+//   2: hlt
+const std::vector<uint8_t> k_ds_loop = {0xb9, 0x32, 0x00, 0x00, 0x00, 0x8b, 0x05, 0x00, 0x80, 0x00, 0x00,
+                                        0x49, 0x75, 0xf7, 0x85, 0xf6, 0x75, 0x0e, 0x46, 0x66, 0xb8, 0x18,
+                                        0x00, 0x8e, 0xd8, 0xb9, 0x32, 0x00, 0x00, 0x00, 0xeb, 0xe5, 0xf4};
+
+TEST(Jit, SegmentTypeChangeSendsACompiledBlockBackToTheInterpreter) {
+  for (Mode m : {Mode::Interpreter, Mode::Compiled}) {
+    JitEnv env(m);
+    const uint64_t before = soft::jit::blocks_compiled();
+    Guest g;
+    g.load(k_code, k_ds_loop);
+    // GDT at 0x500: null, 0x08 flat code, 0x10 flat data, 0x18 expand-down data (limit 0xffff0fff).
+    const uint8_t gdt[] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0x9b, 0xcf, 0,
+                           0xff, 0xff, 0, 0, 0, 0x93, 0xcf, 0, 0xf0, 0xff, 0, 0, 0, 0x97, 0xcf, 0};
+    std::memcpy(&g.ram[0x500], gdt, sizeof gdt);
+    g.flat32(k_code);
+    cpu::SpecialRegs s = g.vcpu->get_sregs();
+    s.gdt = {0x500, 31};
+    s.idt = {0, 0};
+    ASSERT_TRUE(g.vcpu->set_sregs(s));
+    EXPECT_EQ(g.run().reason, cpu::ExitReason::Shutdown);
+    EXPECT_EQ(g.gpr(6), 1u);   // ESI: DS was reloaded
+    EXPECT_EQ(g.gpr(1), 50u);  // ECX: the first load after it faulted
+    if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+  }
+}
+
+}  // namespace
+}  // namespace anykvm::test

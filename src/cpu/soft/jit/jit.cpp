@@ -69,8 +69,9 @@ class Arena {
   uint8_t* base = nullptr;
   size_t used = 0;
   size_t code_start = 0;
-  uint64_t exit_addr = 0;
-  using EnterFn = void (*)(Cpu*, const uint8_t*, const void*);
+  uint64_t exit_addr = 0;  // leave: the block ran (eax = 0)
+  uint64_t bail_addr = 0;  // leave: its entry assumptions do not hold (eax = 1)
+  using EnterFn = int (*)(Cpu*, const uint8_t*, const void*);
   EnterFn enter_fn = nullptr;
   std::vector<uint8_t> eh;  // registered .eh_frame image (CIE, one FDE, terminator)
   bool registered = false;
@@ -143,7 +144,7 @@ std::vector<uint8_t> make_eh_frame(uint64_t pc, uint64_t len) {
 }
 
 struct Offsets {
-  int32_t gpr, rip, lf_op, lf_flags, seg, exit_pending, mmio_count, priv, block_stop;
+  int32_t gpr, rip, lf_op, lf_flags, seg, exit_pending, mmio_count, priv, block_stop, efer;
 };
 
 template <typename A, typename B>
@@ -163,8 +164,14 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena() {
   std::unique_ptr<Arena, void (*)(Arena*)> a(new Arena, [](Arena* p) { delete p; });
   a->base = static_cast<uint8_t*>(m);
   Asm s;
-  // exit: undo the prologue.
+  // bail / exit: the status, then undo the prologue.
+  Asm::Label epilogue;
+  const size_t bail_at = s.size();
+  s.mov_imm32(RAX, 1);
+  s.jmp(epilogue);
   const size_t exit_at = s.size();
+  s.alu_rr(6, 4, RAX, RAX);
+  s.bind(epilogue);
   s.alu_imm(0, 8, RSP, 8);
   for (uint8_t r : {R15, R14, R13, R12, RBX, RBP}) s.pop(r);
   s.ret();
@@ -182,6 +189,7 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena() {
   while (s.size() % 16) s.byte(0xcc);
   s.place(a->base);
   a->exit_addr = uint64_t(a->base + exit_at);
+  a->bail_addr = uint64_t(a->base + bail_at);
   a->enter_fn = reinterpret_cast<Arena::EnterFn>(a->base + enter_at);
   a->code_start = s.size();
   a->used = a->code_start;
@@ -195,20 +203,8 @@ void reset(Arena& a) { a.used = a.code_start; }
 
 const CodeHeader& header(const Arena& a, uint32_t off) { return *reinterpret_cast<const CodeHeader*>(a.base + off); }
 
-void enter(const Arena& a, Cpu& c, const CodeHeader& h) { a.enter_fn(&c, h.code, &c.tlb.sets[c.cpl == 3][0]); }
-
-bool entry_ok(const Cpu& c, const CodeHeader& h) {
-  if (c.long_mode()) return false;
-  if (h.stack32 && !c.stack32()) return false;
-  const uint8_t all = h.seg_read | h.seg_write;
-  for (unsigned s = 0; s < 6; ++s) {
-    if (!((all >> s) & 1)) continue;
-    const Segment& sg = c.seg[s];
-    if (sg.unusable) return false;
-    if (((h.seg_read >> s) & 1) && !((k_seg_fast_read >> (sg.type & 0xf)) & 1)) return false;
-    if (((h.seg_write >> s) & 1) && !((k_seg_fast_write >> (sg.type & 0xf)) & 1)) return false;
-  }
-  return true;
+bool enter(const Arena& a, Cpu& c, const CodeHeader& h) {
+  return a.enter_fn(&c, h.code, &c.tlb.sets[c.cpl == 3][0]) == 0;
 }
 
 namespace {
@@ -220,8 +216,11 @@ uint32_t flags_ax(Cpu* c) {
 
 class Compiler {
  public:
-  Compiler(const Cpu& c, const x86::Insn* insns, uint32_t n, uint64_t exit_addr)
-      : m_insns(insns), m_n(n), m_exit(exit_addr) {
+  // `entry`: the entry assumptions to check first (from a pass without them).
+  Compiler(const Cpu& c, const x86::Insn* insns, uint32_t n, uint64_t exit_addr, uint64_t bail_addr,
+           const CodeHeader* entry)
+      : m_insns(insns), m_n(n), m_exit(exit_addr), m_bail(bail_addr), m_entry(entry) {
+    o.efer = off_of(c, c.efer);
     o.gpr = off_of(c, c.gpr);
     o.rip = off_of(c, c.rip);
     o.lf_op = off_of(c, c.lf.op);
@@ -237,6 +236,7 @@ class Compiler {
 
   // Returns false when nothing in the block compiles natively.
   bool run() {
+    if (m_entry) prologue(*m_entry);
     a.mov_load(8, R13, Mem{RBX, o.rip});
     uint32_t off = 0;
     for (uint32_t k = 0; k < m_n; ++k) {
@@ -927,9 +927,42 @@ class Compiler {
     return true;
   }
 
+  // What the inline paths assume and entry_ok-style checks leave to them: not
+  // long mode, SS.B for PUSH/POP, and each segment they use usable with a type
+  // that passes mmu_seg_linear's fast check for the access (access_inl.h).
+  void prologue(const CodeHeader& e) {
+    Asm::Label bail;
+    a.test_mem_imm8(Mem{RBX, o.efer + 1}, uint8_t(efer::LMA >> 8));
+    a.jcc(NE, bail);
+    if (e.stack32) {
+      a.cmp_mem_imm8(seg_field(2, offsetof(Segment, db)), 0);
+      a.jcc(E, bail);
+    }
+    for (unsigned s = 0; s < 6; ++s) {
+      const bool r = (e.seg_read >> s) & 1, w = (e.seg_write >> s) & 1;
+      if (!r && !w) continue;
+      a.cmp_mem_imm8(seg_field(s, offsetof(Segment, unusable)), 0);
+      a.jcc(NE, bail);
+      a.movx_load(false, 1, RAX, seg_field(s, offsetof(Segment, type)));
+      a.alu_imm(4, 4, RAX, 15);
+      for (int k = 0; k < 2; ++k) {
+        if (!(k == 0 ? r : w)) continue;
+        a.mov_imm32(RCX, k == 0 ? k_seg_fast_read : k_seg_fast_write);
+        a.bt_rr(RCX, RAX);
+        a.jcc(AE, bail);
+      }
+    }
+    Asm::Label go;
+    a.jmp(go);
+    a.bind(bail);
+    a.jmp_abs(m_bail);
+    a.bind(go);
+  }
+
   const x86::Insn* m_insns;
   uint32_t m_n;
-  uint64_t m_exit;
+  uint64_t m_exit, m_bail;
+  const CodeHeader* m_entry;
   Offsets o{};
   bool m_logic_ok = false, m_shift_nf = false;
   Fl m_fl = Fl::Mem;
@@ -957,8 +990,10 @@ class Compiler {
 
 uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, bool& full) {
   full = false;
-  Compiler k(c, insns, n, ar.exit_addr);
-  if (!k.run()) return 0;
+  Compiler probe(c, insns, n, ar.exit_addr, ar.bail_addr, nullptr);
+  if (!probe.run()) return 0;
+  Compiler k(c, insns, n, ar.exit_addr, ar.bail_addr, &probe.h);
+  k.run();
   k.finish();
   const size_t hdr = (sizeof(CodeHeader) + 15) & ~size_t(15);
   const size_t need = hdr + k.a.size();

@@ -57,11 +57,12 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena();
 uint32_t compile(Arena& a, const Cpu& c, const x86::Insn* insns, uint32_t n, bool& full);
 void reset(Arena& a);
 const CodeHeader& header(const Arena& a, uint32_t off);
-// Run compiled code with CS:EIP at the block's first instruction. Returns with
-// CS:EIP and Cpu::lf written back; handler exceptions propagate.
-void enter(const Arena& a, Cpu& c, const CodeHeader& h);
-// Can this code run in the current state (segment usability/types, modes)?
-bool entry_ok(const Cpu& c, const CodeHeader& h);
+// Run compiled code with CS:EIP at the block's first instruction. Returns
+// with CS:EIP and Cpu::lf written back (handler exceptions propagate), or
+// false at once when the state does not meet what the code assumes (a
+// segment it uses is unusable or of another type, long mode, SS.B = 0 for
+// PUSH/POP): then run the block in the interpreter.
+bool enter(const Arena& a, Cpu& c, const CodeHeader& h);
 
 }  // namespace jit
 }  // namespace anykvm::soft

@@ -164,6 +164,24 @@ class Asm {
     }
   }
   void test_rr(unsigned size, uint8_t a, uint8_t b) { op_rr(0x85, size, b, a); }
+  void test_mem_imm8(const Mem& m, uint8_t v) {
+    prefix_mem(1, 0, m);
+    byte(0xf6);
+    modrm_mem(0, m);
+    byte(v);
+  }
+  void cmp_mem_imm8(const Mem& m, uint8_t v) {
+    prefix_mem(1, 0, m);
+    byte(0x80);
+    modrm_mem(7, m);
+    byte(v);
+  }
+  void bt_rr(uint8_t base, uint8_t bit) {  // CF = bit `bit` of `base` (32-bit)
+    prefix_rr(4, bit, base);
+    byte(0x0f);
+    byte(0xa3);
+    modrm_rr(bit, base);
+  }
   // F7/F6 group on a register: 2 not, 3 neg; FF/FE: 0 inc, 1 dec.
   void grp3_r(unsigned sub, unsigned size, uint8_t r) { op_rr(0xf7, size, uint8_t(sub), r); }
   void incdec_r(bool dec, unsigned size, uint8_t r) { op_rr(0xff, size, dec ? 1 : 0, r); }
