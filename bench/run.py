@@ -209,14 +209,16 @@ def parse_stats(path):
 # ---- perf ----
 
 GROUPS = [  # first match wins; (group, regex on "[k] dso symbol")
+    ("generated code (compiled blocks, cpu/soft/jit)", r"^\[JIT\]"),
     ("QEMU itself (device models, main loop, its libraries)", r"^qemu-system|libglib|libpixman|libz\b"),
     ("host kernel (syscalls, scheduling, page faults)", r"^\[k\]|^\[unknown\]|\[vdso\]"),
     ("exits: KVM API, machine loop, in-kernel devices", r"kvmapi|interpose|machine::|devices::|ioctl|ppoll|"
                                                         r"futex|clock_gettime|getpid|pthread_"),
     ("C++ exceptions (guest faults / StopInsn unwinding)", r"libgcc_s|_Unwind|__cxa_|libstdc\+\+"),
-    ("decode (building blocks)", r"decode|Decoder|build_block|DispatchTable|disasm"),
+    ("decode and compile (building blocks)", r"decode|Decoder|build_block|DispatchTable|disasm|jit::Asm|Compiler|"
+                                             r"jit::compile|std::deque"),
     ("engine loop & block lookup (SoftVcpu::run with inlined lookup/run_block, block hash, validation memcmp)",
-     r"SoftVcpu::run|lookup_block|block_current|_Hashtable|Block|debug_active|engine_|memcmp"),
+     r"SoftVcpu::run|lookup_block|block_current|_Hashtable|Block|debug_active|engine_|memcmp|jit::"),
     ("memory (mmu_*, TLB, page walk, fetch; not what is inlined in handlers)",
      r"mmu_|Tlb|tlb_|memslot|fetch_code|Memory|resolve|split_"),
     ("execute (instruction handlers ex::*, flags, FPU)", r"soft::ex::|eval_cond|lazy_|flags|fpu|x87|soft::"),
@@ -237,9 +239,10 @@ def perf_summary(data, args):
         m = re.match(r"#\s*Samples:\s*(\S+)", line)
         if m and samples is None:
             samples = m.group(1)
-        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)$", line)
+        m = re.match(r"\s*([\d.]+)%\s+(\[JIT\] tid \d+|\S+)\s+\[(.)\]\s+(.*)$", line)
         if m:
-            rows.append((float(m.group(1)), m.group(2), m.group(3), m.group(4).strip()))
+            dso = "[JIT]" if m.group(2).startswith("[JIT]") else m.group(2)
+            rows.append((float(m.group(1)), dso, m.group(3), m.group(4).strip()))
     groups = {g: 0.0 for g, _ in GROUPS}
     for pct, dso, kind, sym in rows:
         key = ("[k] " if kind == "k" else "") + dso + " " + sym

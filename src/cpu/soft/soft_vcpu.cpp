@@ -416,7 +416,7 @@ void engine_invalidate_page(Cpu& c, uint64_t pfn) {
 SoftVcpu::SoftVcpu(SoftVm& vm, VcpuId id) : m_cpu(std::make_unique<Cpu>(vm, id)) {
   const jit::Config jc = jit::config();
   if (jc.enabled) {
-    m_cpu->priv->jit_arena = jit::make_arena();
+    m_cpu->priv->jit_arena = jit::make_arena(jc.arena_size);
     m_cpu->priv->jit_threshold = jc.threshold;
   }
 }

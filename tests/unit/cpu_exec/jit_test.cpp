@@ -253,3 +253,46 @@ TEST(Jit, SegmentTypeChangeSendsACompiledBlockBackToTheInterpreter) {
 
 }  // namespace
 }  // namespace anykvm::test
+
+namespace anykvm::test {
+namespace {
+
+// More hot code than the arena holds: the arena is dropped and refilled many
+// times in one run, and no block may run code left from before a reset.
+//   mov ecx, 20
+//   outer: { add eax, k; jmp next } for k = 1..1000   (each a block)
+//          dec ecx; jnz outer; hlt
+TEST(Jit, ArenaResetDropsEveryBlocksCode) {
+  std::vector<uint8_t> p = {0xb9, 0x14, 0x00, 0x00, 0x00};  // mov ecx, 20
+  const size_t outer = p.size();
+  uint32_t sum = 0;
+  for (uint32_t k = 1; k <= 1000; ++k) {
+    p.push_back(0x05);  // add eax, imm32
+    for (int i = 0; i < 4; ++i) p.push_back(uint8_t((k * 2654435761u) >> (8 * i)));
+    sum += k * 2654435761u;
+    p.insert(p.end(), {0xe9, 0, 0, 0, 0});  // jmp to the next instruction
+  }
+  p.push_back(0x49);  // dec ecx
+  const int32_t back = int32_t(outer) - int32_t(p.size() + 6);
+  p.insert(p.end(), {0x0f, 0x85});  // jnz outer
+  for (int i = 0; i < 4; ++i) p.push_back(uint8_t(uint32_t(back) >> (8 * i)));
+  p.push_back(0xf4);
+  for (Mode m : {Mode::Interpreter, Mode::Compiled}) {
+    JitEnv env(m);
+    setenv("ANYKVM_JIT_ARENA", "16384", 1);
+    const uint64_t compiled = soft::jit::blocks_compiled(), resets = soft::jit::arena_resets();
+    Guest g;
+    unsetenv("ANYKVM_JIT_ARENA");
+    g.load(k_code, p);
+    g.flat32(k_code);
+    EXPECT_EQ(g.run().reason, cpu::ExitReason::Hlt);
+    EXPECT_EQ(uint32_t(g.gpr(0)), uint32_t(20 * sum));
+    if (m == Mode::Compiled) {
+      EXPECT_GT(soft::jit::blocks_compiled(), compiled + 20000);
+      EXPECT_GT(soft::jit::arena_resets(), resets + 100);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace anykvm::test

@@ -9,6 +9,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -31,7 +32,6 @@ bool host_shifts_ignore_flags_in();  // exec/bits.cpp
 namespace anykvm::soft::jit {
 namespace {
 
-constexpr size_t k_arena_size = size_t(32) << 20;
 constexpr uint32_t k_arith = 0x8d5;  // OSZAPC
 
 // ---- host facts probed once ----
@@ -55,6 +55,7 @@ Config config() {
   Config c;
   if (const char* v = std::getenv("ANYKVM_JIT")) c.enabled = std::strcmp(v, "0") != 0;
   if (const char* v = std::getenv("ANYKVM_JIT_THRESHOLD")) c.threshold = uint32_t(std::strtoul(v, nullptr, 10));
+  if (const char* v = std::getenv("ANYKVM_JIT_ARENA")) c.arena_size = std::strtoul(v, nullptr, 10);
   return c;
 }
 
@@ -62,11 +63,16 @@ namespace {
 std::atomic<uint64_t> g_compiled{0};
 }
 uint64_t blocks_compiled() { return g_compiled.load(std::memory_order_relaxed); }
+namespace {
+std::atomic<uint64_t> g_resets{0};
+}
+uint64_t arena_resets() { return g_resets.load(std::memory_order_relaxed); }
 
 // ---- the arena: trampoline, unwind description, code ----
 class Arena {
  public:
   uint8_t* base = nullptr;
+  size_t size = 0;
   size_t used = 0;
   size_t code_start = 0;
   uint64_t exit_addr = 0;  // leave: the block ran (eax = 0)
@@ -78,7 +84,7 @@ class Arena {
 
   ~Arena() {
     if (registered) __deregister_frame(eh.data());
-    if (base) munmap(base, k_arena_size);
+    if (base) munmap(base, size);
   }
 };
 
@@ -157,12 +163,14 @@ int32_t off_of(const A& base, const B& field) {
 // Cpu::Private's block_stop offset (soft_vcpu.cpp owns the type).
 int32_t private_block_stop_offset(const Cpu& c);
 
-std::unique_ptr<Arena, void (*)(Arena*)> make_arena() {
+std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size) {
   std::unique_ptr<Arena, void (*)(Arena*)> none(nullptr, [](Arena* a) { delete a; });
-  void* m = mmap(nullptr, k_arena_size, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  size = std::max<size_t>(size, 4096);
+  void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return none;
   std::unique_ptr<Arena, void (*)(Arena*)> a(new Arena, [](Arena* p) { delete p; });
   a->base = static_cast<uint8_t*>(m);
+  a->size = size;
   Asm s;
   // bail / exit: the status, then undo the prologue.
   Asm::Label epilogue;
@@ -193,13 +201,16 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena() {
   a->enter_fn = reinterpret_cast<Arena::EnterFn>(a->base + enter_at);
   a->code_start = s.size();
   a->used = a->code_start;
-  a->eh = make_eh_frame(uint64_t(a->base + body_at), k_arena_size - body_at);
+  a->eh = make_eh_frame(uint64_t(a->base + body_at), size - body_at);
   __register_frame(a->eh.data());
   a->registered = true;
   return a;
 }
 
-void reset(Arena& a) { a.used = a.code_start; }
+void reset(Arena& a) {
+  a.used = a.code_start;
+  g_resets.fetch_add(1, std::memory_order_relaxed);
+}
 
 const CodeHeader& header(const Arena& a, uint32_t off) { return *reinterpret_cast<const CodeHeader*>(a.base + off); }
 
@@ -998,7 +1009,7 @@ uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, bo
   const size_t hdr = (sizeof(CodeHeader) + 15) & ~size_t(15);
   const size_t need = hdr + k.a.size();
   const size_t at = (ar.used + 15) & ~size_t(15);
-  if (at + need > k_arena_size) {
+  if (at + need > ar.size) {
     full = true;
     return 0;
   }

@@ -14,7 +14,8 @@
 // Code lives in a per-vCPU arena of RWX memory; when it fills, every block's
 // code is dropped and the arena restarts (the engine recompiles what is hot).
 // ANYKVM_JIT=0 turns the compiler off; ANYKVM_JIT_THRESHOLD=N compiles a block
-// when it starts for the Nth time (0 and 1: the first time).
+// when it starts for the Nth time (0 and 1: the first time); ANYKVM_JIT_ARENA
+// sets the arena's size in bytes (tests make it small to exercise resets).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -32,11 +33,13 @@ namespace jit {
 struct Config {
   bool enabled = true;
   uint32_t threshold = 4;
+  size_t arena_size = size_t(32) << 20;  // per vCPU (ANYKVM_JIT_ARENA, bytes)
 };
 // From the environment, read at each vCPU's creation.
 Config config();
 // Blocks compiled by this process so far (tests check the compiler ran).
 uint64_t blocks_compiled();
+uint64_t arena_resets();
 
 // Prepended to each block's code: what the code assumes on entry.
 struct CodeHeader {
@@ -49,7 +52,7 @@ struct CodeHeader {
 
 class Arena;
 // nullptr when the host cannot run generated code (no executable mapping).
-std::unique_ptr<Arena, void (*)(Arena*)> make_arena();
+std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size);
 
 // Compile the n instructions of a block of 32-bit code starting at `insns`.
 // Returns an arena offset (> 0) or 0 when the block is not worth compiling
