@@ -206,13 +206,31 @@ Step step(Cpu& c) {
   return c.exit_pending ? Step::Exit : Step::Continue;
 }
 
+// Runs `body` (a block's instructions) with the engine's rules for what they
+// throw: a fault is delivered, StopInsn exits to user space with the
+// instruction to re-execute, WaitInsn drops its MMIO record.
+template <typename F>
+Step run_guarded(Cpu& c, F&& body) {
+  try {
+    body();
+  } catch (const Fault& f) {
+    on_fault(c, f);
+  } catch (const StopInsn&) {
+    c.priv->stopped = true;
+    return Step::Exit;
+  } catch (const WaitInsn&) {
+    c.mmio_log.reset();
+  }
+  return c.exit_pending ? Step::Exit : Step::Continue;
+}
+
 Step run_block(Cpu& c, const Block& b) {
   Cpu::Private& p = *c.priv;
   const x86::Insn* in = b.insns();
   const x86::Insn* const end = in + b.n;
   const uint64_t mask = (b.key & 1) ? 0xffffffffull : 0xffffull;
   p.block_stop = false;
-  try {
+  return run_guarded(c, [&] {
     for (; in != end; ++in) {
       const uint64_t expect = (c.rip + in->len) & mask;
       in->fn(c, *in);
@@ -222,36 +240,20 @@ Step run_block(Cpu& c, const Block& b) {
         break;
       if (c.rip != expect) break;
     }
-  } catch (const Fault& f) {
-    on_fault(c, f);
-  } catch (const StopInsn&) {
-    p.stopped = true;
-    return Step::Exit;
-  } catch (const WaitInsn&) {
-    c.mmio_log.reset();
-  }
-  return c.exit_pending ? Step::Exit : Step::Continue;
+  });
 }
 
-// A block's compiled code (jit/jit.h), with run_block's exception handling
-// and its end-of-instruction rule for MMIO.
+// A block's compiled code (jit/jit.h), with run_block's rules; the
+// interpreter when the code's entry assumptions do not hold.
 Step run_jit(Cpu& c, const Block& b, const jit::CodeHeader& h) {
-  Cpu::Private& p = *c.priv;
-  p.block_stop = false;
-  try {
-    if (!jit::enter(*p.jit_arena, c, h)) [[unlikely]]
-      return run_block(c, b);
+  c.priv->block_stop = false;
+  bool ran = true;
+  const Step s = run_guarded(c, [&] {
+    ran = jit::enter(*c.priv->jit_arena, c, h);
     if (c.mmio_log.count) [[unlikely]]
       mmio_retire(c);
-  } catch (const Fault& f) {
-    on_fault(c, f);
-  } catch (const StopInsn&) {
-    p.stopped = true;
-    return Step::Exit;
-  } catch (const WaitInsn&) {
-    c.mmio_log.reset();
-  }
-  return c.exit_pending ? Step::Exit : Step::Continue;
+  });
+  return ran ? s : run_block(c, b);
 }
 
 void compile_block(Cpu& c, Block& b) {

@@ -296,3 +296,35 @@ TEST(Jit, ArenaResetDropsEveryBlocksCode) {
 
 }  // namespace
 }  // namespace anykvm::test
+
+namespace anykvm::test {
+namespace {
+
+// A block compiled while DS was flat (base 0, limit 4 GiB) computes linear
+// addresses without the base; after the guest loads DS with base 0x1000 the
+// same load must read 0x9000, not 0x8000 (whose TLB entry is still valid).
+// The program of SegmentTypeChange..., with a based descriptor at 0x18.
+TEST(Jit, SegmentBaseChangeSendsAFlatCompiledBlockBackToTheInterpreter) {
+  for (Mode m : {Mode::Interpreter, Mode::Compiled}) {
+    JitEnv env(m);
+    Guest g;
+    g.load(k_code, k_ds_loop);
+    const uint8_t gdt[] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0x9b, 0xcf, 0,
+                           0xff, 0xff, 0, 0, 0, 0x93, 0xcf, 0, 0xff, 0xff, 0x00, 0x10, 0, 0x93, 0xcf, 0};
+    std::memcpy(&g.ram[0x500], gdt, sizeof gdt);
+    const uint32_t at_0x8000 = 0x11111111, at_0x9000 = 0x22222222;
+    std::memcpy(&g.ram[0x8000], &at_0x8000, 4);
+    std::memcpy(&g.ram[0x9000], &at_0x9000, 4);
+    g.flat32(k_code);
+    cpu::SpecialRegs s = g.vcpu->get_sregs();
+    s.gdt = {0x500, 31};
+    s.idt = {0, 0};
+    ASSERT_TRUE(g.vcpu->set_sregs(s));
+    EXPECT_EQ(g.run().reason, cpu::ExitReason::Hlt);
+    EXPECT_EQ(g.gpr(6), 1u);  // ESI: DS was reloaded
+    EXPECT_EQ(uint32_t(g.gpr(0)), at_0x9000);
+  }
+}
+
+}  // namespace
+}  // namespace anykvm::test

@@ -231,6 +231,8 @@ class Compiler {
   Compiler(const Cpu& c, const x86::Insn* insns, uint32_t n, uint64_t exit_addr, uint64_t bail_addr,
            const CodeHeader* entry)
       : m_insns(insns), m_n(n), m_exit(exit_addr), m_bail(bail_addr), m_entry(entry) {
+    for (unsigned s = 0; s < 6; ++s)
+      if (c.seg[s].base == 0 && c.seg[s].limit == 0xffffffffu) m_flat |= uint8_t(1u << s);
     o.efer = off_of(c, c.efer);
     o.gpr = off_of(c, c.gpr);
     o.rip = off_of(c, c.rip);
@@ -444,15 +446,21 @@ class Compiler {
     if (!ea_ready) ea_to_edx(*m_in);
     if (read) h.seg_read |= uint8_t(1u << s);
     if (write) h.seg_write |= uint8_t(1u << s);
-    a.mov_rr(4, R8, RDX);
-    // limit: offset + size - 1 <= limit (64-bit sum: no wrap)
-    a.mov_load(4, RCX, seg_field(s, offsetof(Segment, limit)));
-    a.lea(8, RAX, Mem{RDX, int32_t(size - 1)});
-    a.alu_rr(7, 8, RAX, RCX);
-    a.jcc(A, st.entry);
-    // linear = base + offset (32 bits)
-    a.mov_load(4, RCX, seg_field(s, offsetof(Segment, base)));
-    a.alu_rr(0, 4, RDX, RCX);
+    if (ea_ready) a.mov_rr(4, R8, RDX);  // PUSH/POP: the new ESP
+    if ((m_flat >> s) & 1) {
+      // Base 0, limit 4 GiB (checked at entry): linear = offset. An access
+      // past 4 GiB has a last page no tag equals: the handler raises the fault.
+      h.seg_flat |= uint8_t(1u << s);
+    } else {
+      // limit: offset + size - 1 <= limit (64-bit sum: no wrap)
+      a.mov_load(4, RCX, seg_field(s, offsetof(Segment, limit)));
+      a.lea(8, RAX, Mem{RDX, int32_t(size - 1)});
+      a.alu_rr(7, 8, RAX, RCX);
+      a.jcc(A, st.entry);
+      // linear = base + offset (32 bits)
+      a.mov_load(4, RCX, seg_field(s, offsetof(Segment, base)));
+      a.alu_rr(0, 4, RDX, RCX);
+    }
     // TLB entry: sets[cpl][(lin >> 12) & 255], 40 bytes each
     static_assert(sizeof(TlbEntry) == 40 && Tlb::k_entries == 256);
     a.mov_rr(4, RAX, RDX);
@@ -954,6 +962,12 @@ class Compiler {
       if (!r && !w) continue;
       a.cmp_mem_imm8(seg_field(s, offsetof(Segment, unusable)), 0);
       a.jcc(NE, bail);
+      if ((e.seg_flat >> s) & 1) {
+        a.cmp_mem_simm8(4, seg_field(s, offsetof(Segment, limit)), -1);
+        a.jcc(NE, bail);
+        a.cmp_mem_simm8(8, seg_field(s, offsetof(Segment, base)), 0);
+        a.jcc(NE, bail);
+      }
       a.movx_load(false, 1, RAX, seg_field(s, offsetof(Segment, type)));
       a.alu_imm(4, 4, RAX, 15);
       for (int k = 0; k < 2; ++k) {
@@ -974,6 +988,7 @@ class Compiler {
   uint32_t m_n;
   uint64_t m_exit, m_bail;
   const CodeHeader* m_entry;
+  uint8_t m_flat = 0;  // segments with base 0 and limit 4 GiB when compiled
   Offsets o{};
   bool m_logic_ok = false, m_shift_nf = false;
   Fl m_fl = Fl::Mem;

@@ -45,8 +45,9 @@ uint64_t arena_resets();
 struct CodeHeader {
   uint8_t seg_read = 0;   // segments read through the inline path (bit per cpu::SegReg)
   uint8_t seg_write = 0;  // segments written through it
+  uint8_t seg_flat = 0;   // ... of these assumed to have base 0 and limit 4 GiB
   bool stack32 = false;   // assumes SS.B = 1 (PUSH/POP)
-  uint8_t pad[5] = {};
+  uint8_t pad[4] = {};
   const uint8_t* code = nullptr;
 };
 
@@ -63,8 +64,8 @@ const CodeHeader& header(const Arena& a, uint32_t off);
 // Run compiled code with CS:EIP at the block's first instruction. Returns
 // with CS:EIP and Cpu::lf written back (handler exceptions propagate), or
 // false at once when the state does not meet what the code assumes (a
-// segment it uses is unusable or of another type, long mode, SS.B = 0 for
-// PUSH/POP): then run the block in the interpreter.
+// segment it uses is unusable, of another type or no longer flat, long
+// mode, SS.B = 0 for PUSH/POP): then run the block in the interpreter.
 bool enter(const Arena& a, Cpu& c, const CodeHeader& h);
 
 }  // namespace jit

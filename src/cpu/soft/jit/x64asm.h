@@ -176,6 +176,12 @@ class Asm {
     modrm_mem(7, m);
     byte(v);
   }
+  void cmp_mem_simm8(unsigned size, const Mem& m, int8_t v) {  // size 2, 4, 8
+    prefix_mem(size, 0, m);
+    byte(0x83);
+    modrm_mem(7, m);
+    byte(uint8_t(v));
+  }
   void bt_rr(uint8_t base, uint8_t bit) {  // CF = bit `bit` of `base` (32-bit)
     prefix_rr(4, bit, base);
     byte(0x0f);
