@@ -48,6 +48,8 @@ class MemoryMapSource {
   // Bumped (release) after each publish and whenever cached write permissions
   // must be revoked (KVM_GET_DIRTY_LOG resets dirty tracking).
   uint64_t generation() const { return m_generation.load(std::memory_order_acquire); }
+  // The counter itself, for generated code that polls it (cpu/soft/jit).
+  const std::atomic<uint64_t>* generation_word() const { return &m_generation; }
 
   void publish(std::shared_ptr<const MemoryMap> map) {
     m_map.store(std::move(map), std::memory_order_release);

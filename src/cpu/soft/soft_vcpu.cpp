@@ -243,17 +243,17 @@ Step run_block(Cpu& c, const Block& b) {
   });
 }
 
-// A block's compiled code (jit/jit.h), with run_block's rules; the
-// interpreter when the code's entry assumptions do not hold.
-Step run_jit(Cpu& c, const Block& b, const jit::CodeHeader& h) {
+// A block's compiled code (jit/jit.h), and the blocks it chains to, with
+// run_block's rules. When a block's entry assumptions do not hold (its
+// prologue bails at CS:EIP), the loop runs that block in the interpreter.
+Step run_jit(Cpu& c, const jit::CodeHeader& h) {
   c.priv->block_stop = false;
-  bool ran = true;
-  const Step s = run_guarded(c, [&] {
-    ran = jit::enter(*c.priv->jit_arena, c, h);
+  return run_guarded(c, [&] {
+    if (!jit::enter(*c.priv->jit_arena, c, h)) [[unlikely]]
+      c.priv->jit_interpret_next = true;
     if (c.mmio_log.count) [[unlikely]]
       mmio_retire(c);
   });
-  return ran ? s : run_block(c, b);
 }
 
 void compile_block(Cpu& c, Block& b) {
@@ -269,16 +269,28 @@ void compile_block(Cpu& c, Block& b) {
   b.jit = off ? (Block::k_jit_compiled | off) : Block::k_jit_never;
 }
 
-// run_block, or the block's compiled code once it has started often enough.
-Step run_block_or_jit(Cpu& c, Block& b) {
+// run_block, or the block's compiled code once it has started often enough
+// (`tag`: chain_tag of the block's address, for the compiled code's dispatcher).
+Step run_block_or_jit(Cpu& c, Block& b, uint64_t tag) {
   Cpu::Private& p = *c.priv;
   if (!p.jit_arena || !(b.key & 1)) return run_block(c, b);
+  if (p.jit_interpret_next) [[unlikely]] {
+    p.jit_interpret_next = false;
+    return run_block(c, b);
+  }
   if (!(b.jit & Block::k_jit_compiled)) [[unlikely]] {
     if (b.jit >= Block::k_jit_never || ++b.jit < p.jit_threshold) return run_block(c, b);
     compile_block(c, b);
     if (!(b.jit & Block::k_jit_compiled)) return run_block(c, b);
   }
-  return run_jit(c, b, jit::header(*p.jit_arena, b.jit & ~Block::k_jit_compiled));
+  const jit::CodeHeader& h = jit::header(*p.jit_arena, b.jit & ~Block::k_jit_compiled);
+  jit::remember(*p.jit_arena, tag, b.gpa, h, b.n);
+  return run_jit(c, h);
+}
+
+void clear_dead(Cpu::Private& p) {
+  p.dead.clear();
+  if (p.jit_arena) jit::chain_state(*p.jit_arena).dead = 0;
 }
 
 bool irq_window_open(const Cpu& c) {
@@ -404,6 +416,7 @@ void engine_invalidate_page(Cpu& c, uint64_t pfn) {
     auto bi = p.blocks.find(b->key);
     if (bi != p.blocks.end() && bi->second.get() == b) {
       p.dead.push_back(std::move(bi->second));  // may be running: freed at the next boundary
+      if (p.jit_arena) jit::chain_state(*p.jit_arena).dead = 1;
       p.blocks.erase(bi);
     }
   }
@@ -417,9 +430,17 @@ void engine_invalidate_page(Cpu& c, uint64_t pfn) {
 
 SoftVcpu::SoftVcpu(SoftVm& vm, VcpuId id) : m_cpu(std::make_unique<Cpu>(vm, id)) {
   const jit::Config jc = jit::config();
-  if (jc.enabled) {
-    m_cpu->priv->jit_arena = jit::make_arena(jc.arena_size);
-    m_cpu->priv->jit_threshold = jc.threshold;
+  Cpu::Private& p = *m_cpu->priv;
+  if (jc.enabled) p.jit_arena = jit::make_arena(jc.arena_size, *m_cpu);
+  if (p.jit_arena) {
+    p.jit_threshold = jc.threshold;
+    jit::ChainState& cs = jit::chain_state(*p.jit_arena);
+    cs.q_pending = &p.q_pending;
+    cs.generation = vm.memory.generation_word();
+    cs.mem_generation = &p.mem_generation;
+    cs.inval = &p.inval;
+    cs.epoch = &p.epoch;
+    cs.block_stop = &p.block_stop;
   }
 }
 SoftVcpu::~SoftVcpu() = default;
@@ -444,6 +465,12 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
     Cpu& c;
     uint64_t insns = 0, blocks = 0;  // ANYKVM_STATS counters not yet added (trace.h)
     void flush_stats() {
+      if (c.priv->jit_arena) {  // blocks entered by the compiled code's dispatcher
+        jit::ChainState& cs = jit::chain_state(*c.priv->jit_arena);
+        insns += cs.insns;
+        blocks += cs.blocks;
+        cs.insns = cs.blocks = 0;
+      }
       stats_add(c.id, insns, blocks);
       insns = blocks = 0;
     }
@@ -458,7 +485,7 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
   c.pio_page = ctl.pio_page ? ctl.pio_page : p.pio_scratch;
   c.exit_pending = false;
   c.halted = false;  // KVM_EXIT_HLT already retired HLT; re-entry resumes after it
-  p.dead.clear();
+  clear_dead(p);
   mmu_sync(c);
   p.mem_generation = c.tlb.generation;
   engine_drain_requests(c);
@@ -504,6 +531,13 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
   std::atomic<bool>* const irq_attention = p.irq_attention;
   const cpu::MemoryMapSource& memory = c.vm.memory;
   const bool want_window = ctl.request_interrupt_window;
+  if (p.jit_arena) {  // what the dispatcher of compiled code polls (jit::ChainState)
+    jit::ChainState& cs = jit::chain_state(*p.jit_arena);
+    cs.allowed = !trace_insns && !want_window;
+    cs.immediate_exit = immediate_exit;
+    cs.kick = kick;
+    cs.irq_attention = irq_attention;
+  }
   Block* prev = nullptr;  // the block that just ran (alive: `dead` is cleared only below)
   for (;;) {
     const bool events = *immediate_exit | kick->load(std::memory_order_acquire) |
@@ -519,7 +553,7 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
       }
       if (p.q_pending.load(std::memory_order_relaxed)) engine_drain_requests(c);
       if (!p.dead.empty()) {
-        p.dead.clear();
+        clear_dead(p);
         prev = nullptr;
       }
       if (irq_attention->load(std::memory_order_relaxed)) {
@@ -564,7 +598,7 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
     // cannot fault).
     __builtin_prefetch(b->links[0].to);
     __builtin_prefetch(reinterpret_cast<const char*>(b->links[0].to) + k_cache_line);
-    if (run_block_or_jit(c, *b) == Step::Exit) return finish();
+    if (run_block_or_jit(c, *b, tag) == Step::Exit) return finish();
   }
 }
 

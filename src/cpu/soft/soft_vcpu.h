@@ -89,6 +89,7 @@ struct Cpu::Private {
   // Block compiler (nullptr: off, or the host has no executable memory).
   std::unique_ptr<jit::Arena, void (*)(jit::Arena*)> jit_arena{nullptr, nullptr};
   uint32_t jit_threshold = 0;
+  bool jit_interpret_next = false;  // a compiled block's prologue bailed: interpret the next block
 
   // Block cache.
   static constexpr size_t k_fast = 8192;

@@ -5,8 +5,12 @@
 // runs its guest with the compiler off (ANYKVM_JIT=0) and with every block
 // compiled on its first run (ANYKVM_JIT_THRESHOLD=0), and checks the second
 // run really compiled blocks. Programs were assembled with GNU as --32.
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "cpu/soft/jit/jit.h"
 #include "harness.h"
@@ -141,7 +145,9 @@ TEST(Jit, MmioReadInsideACompiledBlockKeepsTheFlags) {
     EXPECT_EQ(reads, 5);
     EXPECT_EQ(g.gpr(7), sum);  // EDI: every value read
     EXPECT_EQ(g.gpr(6), 2u);   // ESI: ECX < 3 in two of five iterations
-    if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+    if (m == Mode::Compiled) {
+      EXPECT_GT(soft::jit::blocks_compiled(), before);
+    }
   }
 }
 
@@ -185,7 +191,9 @@ TEST(Jit, FaultInsideACompiledBlockHasThePreciseEipAndFlags) {
     EXPECT_EQ(g.r32(esp + 4), k_faulting_load);
     EXPECT_EQ(g.r32(esp + 12) & 0x8d5, 0x10u);  // AF alone, from this pass's CMP
     EXPECT_EQ(g.gpr(3), 0x9000u);
-    if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+    if (m == Mode::Compiled) {
+      EXPECT_GT(soft::jit::blocks_compiled(), before);
+    }
   }
 }
 
@@ -206,7 +214,9 @@ TEST(Jit, StoreIntoTheRunningBlockTakesEffectAtTheNextInstruction) {
     g.flat32(k_code);
     EXPECT_EQ(g.run().reason, cpu::ExitReason::Hlt);
     EXPECT_EQ(g.gpr(2), 55u);  // 10 + 9 + ... + 1
-    if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+    if (m == Mode::Compiled) {
+      EXPECT_GT(soft::jit::blocks_compiled(), before);
+    }
   }
 }
 
@@ -247,7 +257,9 @@ TEST(Jit, SegmentTypeChangeSendsACompiledBlockBackToTheInterpreter) {
     EXPECT_EQ(g.run().reason, cpu::ExitReason::Shutdown);
     EXPECT_EQ(g.gpr(6), 1u);   // ESI: DS was reloaded
     EXPECT_EQ(g.gpr(1), 50u);  // ECX: the first load after it faulted
-    if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+    if (m == Mode::Compiled) {
+      EXPECT_GT(soft::jit::blocks_compiled(), before);
+    }
   }
 }
 
@@ -323,6 +335,44 @@ TEST(Jit, SegmentBaseChangeSendsAFlatCompiledBlockBackToTheInterpreter) {
     EXPECT_EQ(g.run().reason, cpu::ExitReason::Hlt);
     EXPECT_EQ(g.gpr(6), 1u);  // ESI: DS was reloaded
     EXPECT_EQ(uint32_t(g.gpr(0)), at_0x9000);
+  }
+}
+
+}  // namespace
+}  // namespace anykvm::test
+
+namespace anykvm::test {
+namespace {
+
+// Compiled blocks go from one to the next without the engine loop (the
+// dispatcher); a kick from another thread must still end KVM_RUN, and a
+// block's guest-visible work must be the interpreter's.
+//   1: inc eax; add ebx, 3; jmp 1b
+TEST(Jit, KickEndsAChainedLoop) {
+  for (Mode m : {Mode::Interpreter, Mode::Compiled}) {
+    JitEnv env(m);
+    Guest g;
+    g.load(k_code, {0x40, 0x83, 0xc3, 0x03, 0xeb, 0xfa});
+    g.flat32(k_code);
+    std::atomic<bool> done{false};
+    std::thread kicker([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      g.kick.store(true, std::memory_order_release);
+      // A dispatcher that never looks would leave run() spinning: fail loudly
+      // instead of hanging the suite.
+      for (int i = 0; i < 1000 && !done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (!done.load()) {
+        std::fprintf(stderr, "Jit.KickEndsAChainedLoop: KVM_RUN ignored the kick\n");
+        std::abort();
+      }
+    });
+    const cpu::VcpuExit e = g.run();
+    done.store(true);
+    kicker.join();
+    EXPECT_EQ(e.reason, cpu::ExitReason::Interrupted);
+    const uint64_t n = g.gpr(0);
+    EXPECT_GT(n, 1000u);
+    EXPECT_EQ(g.gpr(3), uint64_t(uint32_t(3 * n)));
   }
 }
 

@@ -76,8 +76,21 @@ class Arena {
   size_t used = 0;
   size_t code_start = 0;
   uint64_t exit_addr = 0;  // leave: the block ran (eax = 0)
+  uint64_t dispatch_addr = 0;  // a block's normal end: chain to the next, or leave
   uint64_t bail_addr = 0;  // leave: its entry assumptions do not hold (eax = 1)
-  using EnterFn = int (*)(Cpu*, const uint8_t*, const void*);
+  using EnterFn = int (*)(Cpu*, const uint8_t*, const void*, ChainState*);
+  ChainState chain;
+  struct ChainEntry {
+    uint64_t tag = ~uint64_t(0);
+    uint64_t gpa = 0;
+    const uint8_t* code = nullptr;
+    uint64_t inval = 0;
+    uint32_t epoch = 0;
+    uint32_t n = 0;
+  };
+  static constexpr size_t k_chain_entries = 4096;
+  std::vector<ChainEntry> table = std::vector<ChainEntry>(k_chain_entries);
+  static size_t chain_index(uint64_t lin) { return ((lin >> 2) ^ (lin >> 12)) & (k_chain_entries - 1); }
   EnterFn enter_fn = nullptr;
   std::vector<uint8_t> eh;  // registered .eh_frame image (CIE, one FDE, terminator)
   bool registered = false;
@@ -163,7 +176,9 @@ int32_t off_of(const A& base, const B& field) {
 // Cpu::Private's block_stop offset (soft_vcpu.cpp owns the type).
 int32_t private_block_stop_offset(const Cpu& c);
 
-std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size) {
+void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit);
+
+std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size, const Cpu& c) {
   std::unique_ptr<Arena, void (*)(Arena*)> none(nullptr, [](Arena* a) { delete a; });
   size = std::max<size_t>(size, 4096);
   void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -178,6 +193,8 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size) {
   s.mov_imm32(RAX, 1);
   s.jmp(epilogue);
   const size_t exit_at = s.size();
+  Asm::Label exit_l;
+  s.bind(exit_l);
   s.alu_rr(6, 4, RAX, RAX);
   s.bind(epilogue);
   s.alu_imm(0, 8, RSP, 8);
@@ -190,14 +207,23 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size) {
   const size_t body_at = s.size();
   s.mov_rr(8, RBX, RDI);
   s.mov_rr(8, R12, RDX);
+  s.mov_rr(8, R14, RCX);
   // rip offset: computed from a Cpu layout probe below (patched in by the caller of make_arena is
   // not possible: the trampoline loads it from the code's first instruction instead), so the
   // block code itself loads r13 (see Compiler::prologue).
   s.jmp_r(RSI);
   while (s.size() % 16) s.byte(0xcc);
+  const size_t dispatch_at = s.size();
+  Asm::Label leave;
+  emit_dispatcher(s, c, *a, leave);
+  s.bind(leave);
+  s.jmp(exit_l);
+  while (s.size() % 16) s.byte(0xcc);
   s.place(a->base);
   a->exit_addr = uint64_t(a->base + exit_at);
   a->bail_addr = uint64_t(a->base + bail_at);
+  a->dispatch_addr = uint64_t(a->base + dispatch_at);
+  a->chain.tlb_sets = &c.tlb.sets[0][0];
   a->enter_fn = reinterpret_cast<Arena::EnterFn>(a->base + enter_at);
   a->code_start = s.size();
   a->used = a->code_start;
@@ -209,13 +235,122 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size) {
 
 void reset(Arena& a) {
   a.used = a.code_start;
+  for (Arena::ChainEntry& e : a.table) e = Arena::ChainEntry{};
   g_resets.fetch_add(1, std::memory_order_relaxed);
 }
 
 const CodeHeader& header(const Arena& a, uint32_t off) { return *reinterpret_cast<const CodeHeader*>(a.base + off); }
 
-bool enter(const Arena& a, Cpu& c, const CodeHeader& h) {
-  return a.enter_fn(&c, h.code, &c.tlb.sets[c.cpl == 3][0]) == 0;
+bool enter(Arena& a, Cpu& c, const CodeHeader& h) {
+  return a.enter_fn(&c, h.code, &c.tlb.sets[c.cpl == 3][0], &a.chain) == 0;
+}
+
+ChainState& chain_state(Arena& a) { return a.chain; }
+
+void remember(Arena& a, uint64_t tag, uint64_t gpa, const CodeHeader& h, uint32_t n) {
+  Arena::ChainEntry& e = a.table[Arena::chain_index(uint32_t(tag))];
+  e.tag = tag;
+  e.gpa = gpa;
+  e.code = h.code;
+  e.inval = *a.chain.inval;
+  e.epoch = *a.chain.epoch;
+  e.n = n;
+}
+
+// The dispatcher: entered by a jump from a block's end (CS:EIP and Cpu::lf
+// written back); enters the next block's code or jumps to `exit`.
+void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit) {
+  using CS = ChainState;
+  using Ent = Arena::ChainEntry;
+  auto cs = [](size_t off) { return Mem{R14, int32_t(off)}; };
+  auto cpu = [&](const auto& field) { return Mem{RBX, off_of(c, field)}; };
+  (void)ar;
+  // Pending events (the engine loop's first check).
+  s.cmp_mem_imm8(cs(offsetof(CS, allowed)), 0);
+  s.jcc(E, exit);
+  s.cmp_mem_imm8(cs(offsetof(CS, dead)), 0);
+  s.jcc(NE, exit);
+  for (size_t f : {offsetof(CS, immediate_exit), offsetof(CS, kick), offsetof(CS, irq_attention),
+                   offsetof(CS, q_pending)}) {
+    s.mov_load(8, RAX, cs(f));
+    s.cmp_mem_imm8(Mem{RAX, 0}, 0);
+    s.jcc(NE, exit);
+  }
+  s.mov_load(8, RAX, cs(offsetof(CS, generation)));
+  s.mov_load(8, RAX, Mem{RAX, 0});
+  s.mov_load(8, RCX, cs(offsetof(CS, mem_generation)));
+  s.alu_load(7, 8, RAX, Mem{RCX, 0});
+  s.jcc(NE, exit);
+  // What makes the loop step one instruction instead (shadow, debug).
+  s.cmp_mem_imm8(cpu(c.interrupt_shadow), 0);
+  s.jcc(NE, exit);
+  s.test_mem_imm8(cpu(c.dr7), 0xff);
+  s.jcc(NE, exit);
+  s.test_mem_imm32(cpu(c.eflags_rest), fl::TF | fl::RF);
+  s.jcc(NE, exit);
+  s.cmp_mem_imm8(cpu(c.tlb.dbg.bs_deferred), 0);
+  s.jcc(NE, exit);
+  // 32-bit code only.
+  s.cmp_mem_imm8(cpu(c.seg[1].db), 0);
+  s.jcc(E, exit);
+  // lin = CS.base + EIP (32 bits); tag = lin | (CPL == 3) << 32 | 1 << 33
+  s.mov_load(4, RDX, cpu(c.rip));
+  s.mov_load(4, RCX, cpu(c.seg[1].base));
+  s.alu_rr(0, 4, RDX, RCX);
+  s.movx_load(false, 1, RCX, cpu(c.cpl));
+  s.alu_imm(7, 4, RCX, 3);
+  s.setcc(E, RCX);
+  s.movx_rr(false, 1, RCX, RCX);  // ecx = user set
+  s.lea(4, RAX, Mem{RCX, 2});
+  s.shift_imm64(4, RAX, 32);
+  s.alu_rr(1, 8, RAX, RDX);
+  // the chain entry
+  static_assert(sizeof(Ent) == 40);
+  s.mov_rr(4, R8, RDX);
+  s.shift_imm(5, 4, R8, 2);
+  s.mov_rr(4, R9, RDX);
+  s.shift_imm(5, 4, R9, 12);
+  s.alu_rr(6, 4, R8, R9);
+  s.alu_imm(4, 4, R8, int32_t(Arena::k_chain_entries - 1));
+  s.lea(8, R8, Mem{R8, 0, R8, 2});
+  s.mov_imm64(R9, uint64_t(ar.table.data()));
+  s.lea(8, R8, Mem{R9, 0, R8, 3});
+  s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, tag))});
+  s.jcc(NE, exit);
+  s.mov_load(8, RAX, cs(offsetof(CS, inval)));
+  s.mov_load(8, RAX, Mem{RAX, 0});
+  s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, inval))});
+  s.jcc(NE, exit);
+  s.mov_load(8, RAX, cs(offsetof(CS, epoch)));
+  s.mov_load(4, RAX, Mem{RAX, 0});
+  s.alu_load(7, 4, RAX, Mem{R8, int32_t(offsetof(Ent, epoch))});
+  s.jcc(NE, exit);
+  // The TLB still maps lin to the block's page for execution.
+  static_assert(sizeof(Tlb::sets[0]) == 10240);
+  s.imul_imm(8, R12, RCX, 10240);
+  s.alu_load(0, 8, R12, cs(offsetof(CS, tlb_sets)));
+  s.mov_rr(4, RAX, RDX);
+  s.shift_imm(5, 4, RAX, 12);
+  s.movx_rr(false, 1, RAX, RAX);
+  s.lea(8, RAX, Mem{RAX, 0, RAX, 2});
+  s.lea(8, RAX, Mem{R12, 0, RAX, 3});
+  s.mov_rr(4, RCX, RDX);
+  s.alu_imm(4, 4, RCX, -4096);
+  s.alu_load(7, 8, RCX, Mem{RAX, int32_t(offsetof(TlbEntry, tag_exec))});
+  s.jcc(NE, exit);
+  s.mov_load(8, RCX, Mem{RAX, int32_t(offsetof(TlbEntry, gpa_page))});
+  s.mov_rr(4, R9, RDX);
+  s.alu_imm(4, 4, R9, 0xfff);
+  s.alu_rr(1, 8, RCX, R9);
+  s.alu_load(7, 8, RCX, Mem{R8, int32_t(offsetof(Ent, gpa))});
+  s.jcc(NE, exit);
+  // Enter it as the loop would: block_stop clear, counted.
+  s.mov_load(8, RAX, cs(offsetof(CS, block_stop)));
+  s.mov_mem_imm8(Mem{RAX, 0}, 0);
+  s.mov_load(4, RCX, Mem{R8, int32_t(offsetof(Ent, n))});
+  s.alu_store(0, 8, cs(offsetof(CS, insns)), RCX);
+  s.incdec_mem(false, 8, cs(offsetof(CS, blocks)));
+  s.jmp_mem(Mem{R8, int32_t(offsetof(Ent, code))});
 }
 
 namespace {
@@ -228,9 +363,10 @@ uint32_t flags_ax(Cpu* c) {
 class Compiler {
  public:
   // `entry`: the entry assumptions to check first (from a pass without them).
-  Compiler(const Cpu& c, const x86::Insn* insns, uint32_t n, uint64_t exit_addr, uint64_t bail_addr,
-           const CodeHeader* entry)
-      : m_insns(insns), m_n(n), m_exit(exit_addr), m_bail(bail_addr), m_entry(entry) {
+  // `entry` null: the first pass (no code kept; it fills `h`).
+  Compiler(const Cpu& c, const x86::Insn* insns, uint32_t n, const Arena& ar, const CodeHeader* entry)
+      : a(entry == nullptr), m_insns(insns), m_n(n), m_exit(ar.exit_addr), m_bail(ar.bail_addr),
+        m_dispatch(ar.dispatch_addr), m_entry(entry) {
     for (unsigned s = 0; s < 6; ++s)
       if (c.seg[s].base == 0 && c.seg[s].limit == 0xffffffffu) m_flat |= uint8_t(1u << s);
     o.efer = off_of(c, c.efer);
@@ -267,7 +403,7 @@ class Compiler {
     if (!m_ended) {
       set_rip(m_next);
       spill_host();
-      a.jmp_abs(m_exit);
+      a.jmp_abs(m_dispatch);
     }
     for (Stub& s : m_stubs) emit_stub(s);
     return m_native > 0;
@@ -376,13 +512,16 @@ class Compiler {
   }
   // After a handler: leave unless it retired normally to the next instruction.
   void post_check(uint32_t next) {
+    stop_check();
+    a.lea(4, RAX, Mem{R13, int32_t(next)});
+    a.alu_load(7, 8, RAX, Mem{RBX, o.rip});
+    a.jcc(NE, m_l_exit);
+  }
+  void stop_check() {  // an exit, an MMIO record or a write to this block's page
     a.movx_load(false, 1, RAX, Mem{RBX, o.exit_pending});
     a.alu_load(1, 1, RAX, Mem{RBX, o.mmio_count});
     a.mov_load(8, RCX, Mem{RBX, o.priv});
     a.alu_load(1, 1, RAX, Mem{RCX, o.block_stop});
-    a.jcc(NE, m_l_exit);
-    a.lea(4, RAX, Mem{R13, int32_t(next)});
-    a.alu_load(7, 8, RAX, Mem{RBX, o.rip});
     a.jcc(NE, m_l_exit);
   }
   // Segment loads that do not end a block (POP ES/DS/FS/GS, LES/LDS/LFS/LGS):
@@ -397,8 +536,14 @@ class Compiler {
     spill_host();
     set_rip(m_off);
     call_handler(m_in);
-    if (m_last || changes_segments(*m_in)) {
+    if (changes_segments(*m_in)) {
       a.jmp(m_l_exit);
+      m_ended = true;
+      return;
+    }
+    if (m_last) {  // the block's end: on to the next block unless the handler stopped
+      stop_check();
+      a.jmp_abs(m_dispatch);
       m_ended = true;
       return;
     }
@@ -911,7 +1056,7 @@ class Compiler {
     a.alu_rr(7, 8, RAX, RCX);
     a.jcc(A, gp);
     a.mov_store(8, Mem{RBX, o.rip}, RAX);
-    a.jmp_abs(m_exit);
+    a.jmp_abs(m_dispatch);
   }
   void gp_path(Asm::Label& gp) {  // the handler raises #GP(0) with the flags in Cpu::lf
     a.bind(gp);
@@ -927,7 +1072,7 @@ class Compiler {
     a.jcc(Cc(cc), taken);
     write_lf_from_rax();
     set_rip(m_next);
-    a.jmp_abs(m_exit);
+    a.jmp_abs(m_dispatch);
     a.bind(taken);
     write_lf_from_rax();
     jump_tail(m_next + uint32_t(in.imm), gp);
@@ -986,7 +1131,7 @@ class Compiler {
 
   const x86::Insn* m_insns;
   uint32_t m_n;
-  uint64_t m_exit, m_bail;
+  uint64_t m_exit, m_bail, m_dispatch;
   const CodeHeader* m_entry;
   uint8_t m_flat = 0;  // segments with base 0 and limit 4 GiB when compiled
   Offsets o{};
@@ -1016,9 +1161,9 @@ class Compiler {
 
 uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, bool& full) {
   full = false;
-  Compiler probe(c, insns, n, ar.exit_addr, ar.bail_addr, nullptr);
+  Compiler probe(c, insns, n, ar, nullptr);
   if (!probe.run()) return 0;
-  Compiler k(c, insns, n, ar.exit_addr, ar.bail_addr, &probe.h);
+  Compiler k(c, insns, n, ar, &probe.h);
   k.run();
   k.finish();
   const size_t hdr = (sizeof(CodeHeader) + 15) & ~size_t(15);

@@ -17,6 +17,7 @@
 // when it starts for the Nth time (0 and 1: the first time); ANYKVM_JIT_ARENA
 // sets the arena's size in bytes (tests make it small to exercise resets).
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -51,9 +52,40 @@ struct CodeHeader {
   const uint8_t* code = nullptr;
 };
 
+// What the generated dispatcher reads to go from one compiled block to the
+// next without returning to the engine loop (soft_vcpu.cpp fills it; the
+// pointers are to the vCPU's own state, so they stay valid). It chains only
+// when the loop would do nothing but look up the next block: no stop flag,
+// interrupt, memory-map change, cross-vCPU request or freed block pending, no
+// interrupt shadow or debug condition, and the next block's chain entry
+// (made when the loop ran it) still holds: same code address and TLB
+// mapping, no block invalidated and no revalidation due since.
+struct ChainState {
+  uint8_t allowed = 0;  // this KVM_RUN may chain (no instruction trace, no interrupt-window request)
+  uint8_t dead = 0;     // blocks wait to be freed at the next boundary
+  uint8_t pad[6] = {};
+  const volatile uint8_t* immediate_exit = nullptr;
+  const std::atomic<bool>* kick = nullptr;
+  const std::atomic<bool>* irq_attention = nullptr;
+  const std::atomic<bool>* q_pending = nullptr;
+  const std::atomic<uint64_t>* generation = nullptr;  // the memory map's
+  const uint64_t* mem_generation = nullptr;           // the one the TLB was synced to
+  const uint64_t* inval = nullptr;
+  const uint32_t* epoch = nullptr;
+  bool* block_stop = nullptr;
+  const void* tlb_sets = nullptr;
+  uint64_t insns = 0, blocks = 0;  // blocks entered by chaining (ANYKVM_STATS)
+};
+
 class Arena;
 // nullptr when the host cannot run generated code (no executable mapping).
-std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size);
+// The dispatcher is generated for `c`'s layout.
+std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size, const Cpu& c);
+ChainState& chain_state(Arena& a);
+// The block with `code` starting at linear address `lin` (tag as chain_tag in
+// soft_vcpu.cpp: lin | CPL 3 << 32 | code32 << 33), at guest-physical `gpa`,
+// validated in the current epoch, may be entered by chaining.
+void remember(Arena& a, uint64_t tag, uint64_t gpa, const CodeHeader& h, uint32_t n);
 
 // Compile the n instructions of a block of 32-bit code starting at `insns`.
 // Returns an arena offset (> 0) or 0 when the block is not worth compiling
@@ -66,7 +98,7 @@ const CodeHeader& header(const Arena& a, uint32_t off);
 // false at once when the state does not meet what the code assumes (a
 // segment it uses is unusable, of another type or no longer flat, long
 // mode, SS.B = 0 for PUSH/POP): then run the block in the interpreter.
-bool enter(const Arena& a, Cpu& c, const CodeHeader& h);
+bool enter(Arena& a, Cpu& c, const CodeHeader& h);
 
 }  // namespace jit
 }  // namespace anykvm::soft

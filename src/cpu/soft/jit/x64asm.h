@@ -31,10 +31,20 @@ class Asm {
     std::vector<int> fixups;  // positions of rel32 fields
   };
 
-  std::vector<uint8_t> buf;
+  // A dry assembler only counts bytes (the compiler's first pass, which
+  // learns what the block assumes at entry).
+  explicit Asm(bool dry = false) : m_dry(dry) {
+    if (!dry) m_buf.resize(8192);
+  }
 
-  size_t size() const { return buf.size(); }
-  void byte(uint8_t b) { buf.push_back(b); }
+  size_t size() const { return m_n; }
+  void byte(uint8_t b) {
+    if (!m_dry) {
+      if (m_n == m_buf.size()) m_buf.resize(2 * m_buf.size());
+      m_buf[m_n] = b;
+    }
+    ++m_n;
+  }
   void u32(uint32_t v) {
     for (int i = 0; i < 4; ++i) byte(uint8_t(v >> (8 * i)));
   }
@@ -182,6 +192,23 @@ class Asm {
     modrm_mem(7, m);
     byte(uint8_t(v));
   }
+  void test_mem_imm32(const Mem& m, uint32_t v) {
+    prefix_mem(4, 0, m);
+    byte(0xf7);
+    modrm_mem(0, m);
+    u32(v);
+  }
+  void imul_imm(unsigned size, uint8_t dst, uint8_t src, int32_t imm) {
+    prefix_rr(size, dst, src);
+    byte(0x69);
+    modrm_rr(dst, src);
+    u32(uint32_t(imm));
+  }
+  void jmp_mem(const Mem& m) {
+    prefix_mem(4, 0, m);
+    byte(0xff);
+    modrm_mem(4, m);
+  }
   void bt_rr(uint8_t base, uint8_t bit) {  // CF = bit `bit` of `base` (32-bit)
     prefix_rr(4, bit, base);
     byte(0x0f);
@@ -271,7 +298,7 @@ class Asm {
   // Copy to `dst` (its final address) and resolve the absolute fixups;
   // false when a target is out of rel32 reach.
   bool place(uint8_t* dst) const {
-    std::memcpy(dst, buf.data(), buf.size());
+    std::memcpy(dst, m_buf.data(), m_n);
     for (const AbsFixup& f : abs_fixups) {
       const int64_t rel = int64_t(f.target) - int64_t(uint64_t(dst) + f.pos + 4);
       if (rel != int32_t(rel)) return false;
@@ -288,7 +315,12 @@ class Asm {
     if (l.pos >= 0) patch32(at, uint32_t(l.pos - (at + 4)));
     else l.fixups.push_back(at);
   }
-  void patch32(int at, uint32_t v) { std::memcpy(&buf[size_t(at)], &v, 4); }
+  void patch32(int at, uint32_t v) {
+    if (!m_dry) std::memcpy(&m_buf[size_t(at)], &v, 4);
+  }
+  std::vector<uint8_t> m_buf;  // capacity; the code is the first m_n bytes
+  size_t m_n = 0;
+  bool m_dry;
 };
 
 }  // namespace anykvm::soft::jit
