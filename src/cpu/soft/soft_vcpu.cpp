@@ -259,12 +259,12 @@ Step run_jit(Cpu& c, const jit::CodeHeader& h) {
 void compile_block(Cpu& c, Block& b) {
   Cpu::Private& p = *c.priv;
   bool full = false;
-  uint32_t off = jit::compile(*p.jit_arena, c, b.insns(), b.n, full);
+  uint32_t off = jit::compile(*p.jit_arena, c, b.insns(), b.n, b.gpa, full);
   if (full) {  // drop every block's code and start the arena again
     jit::reset(*p.jit_arena);
     for (auto& kv : p.blocks) kv.second->jit = 0;
     for (auto& d : p.dead) d->jit = 0;
-    off = jit::compile(*p.jit_arena, c, b.insns(), b.n, full);
+    off = jit::compile(*p.jit_arena, c, b.insns(), b.n, b.gpa, full);
   }
   b.jit = off ? (Block::k_jit_compiled | off) : Block::k_jit_never;
 }
@@ -401,6 +401,15 @@ void engine_drain_requests(Cpu& c) {
   }
   for (uint64_t pfn : revoke) c.tlb.revoke_write_pfn(pfn);
   for (uint64_t pfn : inval) engine_invalidate_page(c, pfn);
+}
+
+bool engine_write_hits_code(Cpu& c, uint64_t pfn, uint64_t gpa, uint32_t len) {
+  const Cpu::Private& p = *c.priv;
+  auto it = p.page_blocks.find(pfn);
+  if (it == p.page_blocks.end() || it->second.empty()) return true;
+  for (const Block* b : it->second)
+    if (gpa < b->gpa + b->nbytes && b->gpa < gpa + len) return true;
+  return false;
 }
 
 void engine_invalidate_page(Cpu& c, uint64_t pfn) {

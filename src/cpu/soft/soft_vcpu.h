@@ -157,6 +157,9 @@ class SoftVcpu final : public cpu::VcpuBackend {
 
 // Engine internals shared with soft_vm.cpp.
 void engine_invalidate_page(Cpu& c, uint64_t pfn);
+// Could [gpa, gpa+len) on page pfn change a block this vCPU decoded there?
+// (Also true when it has none there: the page is no longer code for it.)
+bool engine_write_hits_code(Cpu& c, uint64_t pfn, uint64_t gpa, uint32_t len);
 void engine_drain_requests(Cpu& c);
 void engine_post(Cpu& c, uint64_t pfn, bool invalidate);
 // The vCPU currently inside run() on this thread (nullptr outside).

@@ -75,7 +75,11 @@ void SoftVm::mark_code_page(Cpu& owner, uint64_t pfn) {
     if (c != &owner) engine_post(*c, pfn, false);
 }
 
-void SoftVm::on_code_write(uint64_t pfn) {
+void SoftVm::on_code_write(uint64_t pfn, uint64_t gpa, uint32_t len) {
+  if (len && vcpu_count() == 1) {
+    Cpu* self = engine_running_cpu();
+    if (self && !engine_write_hits_code(*self, pfn, gpa, len)) return;
+  }
   if (pfn < k_max_code_pfn) m_code_bits[pfn >> 6].fetch_and(~(uint64_t(1) << (pfn & 63)), std::memory_order_acq_rel);
   Cpu* self = engine_running_cpu();
   if (self) {

@@ -44,7 +44,10 @@ class SoftVm final : public cpu::VmBackend {
   // A guest write reached code page `pfn` (mmu/ write slow path, phys_ptr):
   // drops the page's decoded blocks in every vCPU; the current vCPU's running
   // block stops after the current instruction.
-  void on_code_write(uint64_t pfn);
+  // A write of `len` bytes at `gpa` hit page `pfn` (len 0: somewhere in it).
+  // With one vCPU, a write that misses every decoded block on the page (data
+  // beside code) keeps the blocks and the page's code mark.
+  void on_code_write(uint64_t pfn, uint64_t gpa = 0, uint32_t len = 0);
 
   // ---- engine internals (soft_vcpu.cpp) ----
   // Marks `pfn` as holding code for `owner` (revokes direct-write TLB tags).

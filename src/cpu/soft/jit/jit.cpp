@@ -8,8 +8,11 @@
 #include "cpu/soft/jit/jit.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <mutex>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +23,7 @@
 #include "cpu/soft/dispatch.h"
 #include "cpu/soft/jit/x64asm.h"
 #include "cpu/soft/mmu/tlb.h"
+#include "x86/decode/disasm.h"
 #include "x86/decode/insn.h"
 
 extern "C" void __register_frame(void*);
@@ -56,6 +60,7 @@ Config config() {
   if (const char* v = std::getenv("ANYKVM_JIT")) c.enabled = std::strcmp(v, "0") != 0;
   if (const char* v = std::getenv("ANYKVM_JIT_THRESHOLD")) c.threshold = uint32_t(std::strtoul(v, nullptr, 10));
   if (const char* v = std::getenv("ANYKVM_JIT_ARENA")) c.arena_size = std::strtoul(v, nullptr, 10);
+  if (const char* v = std::getenv("ANYKVM_JIT_PERFMAP")) c.perf_map = std::strcmp(v, "0") != 0;
   return c;
 }
 
@@ -94,6 +99,7 @@ class Arena {
   EnterFn enter_fn = nullptr;
   std::vector<uint8_t> eh;  // registered .eh_frame image (CIE, one FDE, terminator)
   bool registered = false;
+  bool perf_map = false;
 
   ~Arena() {
     if (registered) __deregister_frame(eh.data());
@@ -177,6 +183,9 @@ int32_t off_of(const A& base, const B& field) {
 int32_t private_block_stop_offset(const Cpu& c);
 
 void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit);
+namespace {
+void perf_map_add(const void* start, size_t size, const char* what, uint64_t gpa);
+}
 
 std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size, const Cpu& c) {
   std::unique_ptr<Arena, void (*)(Arena*)> none(nullptr, [](Arena* a) { delete a; });
@@ -217,7 +226,8 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size, const Cpu& c) {
   Asm::Label leave;
   emit_dispatcher(s, c, *a, leave);
   s.bind(leave);
-  s.jmp(exit_l);
+  s.alu_rr(6, 4, RAX, RAX);
+  s.ret();
   while (s.size() % 16) s.byte(0xcc);
   s.place(a->base);
   a->exit_addr = uint64_t(a->base + exit_at);
@@ -230,6 +240,8 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size, const Cpu& c) {
   a->eh = make_eh_frame(uint64_t(a->base + body_at), size - body_at);
   __register_frame(a->eh.data());
   a->registered = true;
+  a->perf_map = config().perf_map;
+  if (a->perf_map) perf_map_add(a->base, a->code_start, "anykvm_trampoline_and_dispatcher", 0);
   return a;
 }
 
@@ -257,8 +269,10 @@ void remember(Arena& a, uint64_t tag, uint64_t gpa, const CodeHeader& h, uint32_
   e.n = n;
 }
 
-// The dispatcher: entered by a jump from a block's end (CS:EIP and Cpu::lf
-// written back); enters the next block's code or jumps to `exit`.
+// The dispatcher: called from a block's end (CS:EIP and Cpu::lf written
+// back); returns the next block's code in rax, or jumps to `exit` (which
+// returns 0). Calls nothing, so the pushed return address never meets the
+// unwinder.
 void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit) {
   using CS = ChainState;
   using Ent = Arena::ChainEntry;
@@ -350,7 +364,8 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit) {
   s.mov_load(4, RCX, Mem{R8, int32_t(offsetof(Ent, n))});
   s.alu_store(0, 8, cs(offsetof(CS, insns)), RCX);
   s.incdec_mem(false, 8, cs(offsetof(CS, blocks)));
-  s.jmp_mem(Mem{R8, int32_t(offsetof(Ent, code))});
+  s.mov_load(8, RAX, Mem{R8, int32_t(offsetof(Ent, code))});
+  s.ret();
 }
 
 namespace {
@@ -395,18 +410,23 @@ class Compiler {
       m_next = off + in.len;
       m_last = k + 1 == m_n;
       m_ended = false;
-      if (native(in)) ++m_native;
-      else call_insn();
+      if (native(in)) {
+        ++m_native;
+        if (m_listing) m_listing->push_back(true);
+      } else {
+        call_insn();
+        if (m_listing) m_listing->push_back(false);
+      }
       off = m_next;
       if (m_ended) break;
     }
     if (!m_ended) {
       set_rip(m_next);
       spill_host();
-      a.jmp_abs(m_dispatch);
+      chain_out();
     }
     for (Stub& s : m_stubs) emit_stub(s);
-    return m_native > 0;
+    return true;  // even a block of handler calls gains: it chains
   }
 
   Asm a;
@@ -517,6 +537,15 @@ class Compiler {
     a.alu_load(7, 8, RAX, Mem{RBX, o.rip});
     a.jcc(NE, m_l_exit);
   }
+  // A block's normal end (CS:EIP and Cpu::lf written back): the dispatcher
+  // returns the next block's code or 0 (then the engine loop takes over).
+  // Each end has its own indirect jump, so the host predicts each separately.
+  void chain_out() {
+    a.call_abs(m_dispatch);
+    a.test_rr(8, RAX, RAX);
+    a.jcc(E, m_l_exit);
+    a.jmp_r(RAX);
+  }
   void stop_check() {  // an exit, an MMIO record or a write to this block's page
     a.movx_load(false, 1, RAX, Mem{RBX, o.exit_pending});
     a.alu_load(1, 1, RAX, Mem{RBX, o.mmio_count});
@@ -543,7 +572,7 @@ class Compiler {
     }
     if (m_last) {  // the block's end: on to the next block unless the handler stopped
       stop_check();
-      a.jmp_abs(m_dispatch);
+      chain_out();
       m_ended = true;
       return;
     }
@@ -1056,7 +1085,7 @@ class Compiler {
     a.alu_rr(7, 8, RAX, RCX);
     a.jcc(A, gp);
     a.mov_store(8, Mem{RBX, o.rip}, RAX);
-    a.jmp_abs(m_dispatch);
+    chain_out();
   }
   void gp_path(Asm::Label& gp) {  // the handler raises #GP(0) with the flags in Cpu::lf
     a.bind(gp);
@@ -1072,7 +1101,7 @@ class Compiler {
     a.jcc(Cc(cc), taken);
     write_lf_from_rax();
     set_rip(m_next);
-    a.jmp_abs(m_dispatch);
+    chain_out();
     a.bind(taken);
     write_lf_from_rax();
     jump_tail(m_next + uint32_t(in.imm), gp);
@@ -1141,6 +1170,11 @@ class Compiler {
   uint32_t m_off = 0, m_next = 0;
   bool m_last = false, m_ended = false;
   uint32_t m_native = 0;
+
+ public:
+  std::vector<bool>* m_listing = nullptr;  // per instruction: compiled inline (else a handler call)
+
+ private:
   std::deque<Stub> m_stubs;
   Stub* m_cur = nullptr;
   bool m_cur_writes_flags = false;
@@ -1159,11 +1193,49 @@ class Compiler {
 
 }  // namespace
 
-uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, bool& full) {
+namespace {
+// perf's map for JIT code (tools/perf/Documentation/jit-interface.txt): "START SIZE name" lines.
+void perf_map_add(const void* start, size_t size, const char* what, uint64_t gpa) {
+  static std::mutex lock;
+  static FILE* f = [] {
+    char path[64];
+    std::snprintf(path, sizeof path, "/tmp/perf-%d.map", int(getpid()));
+    return std::fopen(path, "a");
+  }();
+  if (!f) return;
+  std::lock_guard<std::mutex> g(lock);
+  std::fprintf(f, "%lx %zx %s%lx\n", uintptr_t(start), size, what, (unsigned long)gpa);
+  std::fflush(f);
+}
+}  // namespace
+
+// Beside the perf map: each compiled block's instructions, marked inline (=)
+// or handler call (h), in /tmp/anykvm-jit-<pid>.txt.
+void perf_map_listing(uint64_t gpa, const x86::Insn* insns, uint32_t n, const std::vector<bool>& native) {
+  static std::mutex lock;
+  static FILE* f = [] {
+    char path[64];
+    std::snprintf(path, sizeof path, "/tmp/anykvm-jit-%d.txt", int(getpid()));
+    return std::fopen(path, "a");
+  }();
+  if (!f) return;
+  std::lock_guard<std::mutex> g(lock);
+  std::fprintf(f, "block gpa %lx\n", (unsigned long)gpa);
+  uint64_t ip = gpa;
+  for (uint32_t k = 0; k < n && k < native.size(); ++k) {
+    std::fprintf(f, "  %c %lx %s\n", native[k] ? '=' : 'h', (unsigned long)ip, x86::disassemble(insns[k], ip).c_str());
+    ip += insns[k].len;
+  }
+  std::fflush(f);
+}
+
+uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, uint64_t gpa, bool& full) {
   full = false;
   Compiler probe(c, insns, n, ar, nullptr);
   if (!probe.run()) return 0;
   Compiler k(c, insns, n, ar, &probe.h);
+  std::vector<bool> listing;
+  if (ar.perf_map) k.m_listing = &listing;
   k.run();
   k.finish();
   const size_t hdr = (sizeof(CodeHeader) + 15) & ~size_t(15);
@@ -1179,6 +1251,10 @@ uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, bo
   std::memcpy(ar.base + at, &h, sizeof(h));
   ar.used = at + need;
   g_compiled.fetch_add(1, std::memory_order_relaxed);
+  if (ar.perf_map) {
+    perf_map_add(h.code, k.a.size(), "anykvm_block_gpa_", gpa);
+    perf_map_listing(gpa, insns, n, listing);
+  }
   return uint32_t(at);
 }
 

@@ -15,7 +15,9 @@
 // code is dropped and the arena restarts (the engine recompiles what is hot).
 // ANYKVM_JIT=0 turns the compiler off; ANYKVM_JIT_THRESHOLD=N compiles a block
 // when it starts for the Nth time (0 and 1: the first time); ANYKVM_JIT_ARENA
-// sets the arena's size in bytes (tests make it small to exercise resets).
+// sets the arena's size in bytes (tests make it small to exercise resets);
+// ANYKVM_JIT_PERFMAP=1 writes /tmp/perf-<pid>.map, so `perf report` names
+// compiled code by the guest-physical address of its block.
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -35,6 +37,7 @@ struct Config {
   bool enabled = true;
   uint32_t threshold = 4;
   size_t arena_size = size_t(32) << 20;  // per vCPU (ANYKVM_JIT_ARENA, bytes)
+  bool perf_map = false;
 };
 // From the environment, read at each vCPU's creation.
 Config config();
@@ -90,7 +93,8 @@ void remember(Arena& a, uint64_t tag, uint64_t gpa, const CodeHeader& h, uint32_
 // Compile the n instructions of a block of 32-bit code starting at `insns`.
 // Returns an arena offset (> 0) or 0 when the block is not worth compiling
 // or the arena is full (then `full` is set: reset and retry).
-uint32_t compile(Arena& a, const Cpu& c, const x86::Insn* insns, uint32_t n, bool& full);
+// `gpa`: the block's first byte, for ANYKVM_JIT_PERFMAP.
+uint32_t compile(Arena& a, const Cpu& c, const x86::Insn* insns, uint32_t n, uint64_t gpa, bool& full);
 void reset(Arena& a);
 const CodeHeader& header(const Arena& a, uint32_t off);
 // Run compiled code with CS:EIP at the block's first instruction. Returns

@@ -159,7 +159,7 @@ void mmu_write_slow(Cpu& c, uint64_t lin, const void* buf, uint32_t len, bool us
       std::memcpy(p.res[i].host, in, p.len[i]);
       uint64_t gpa_page = p.res[i].gpa & k_pg_mask;
       if (const cpu::RamRegion* r = mmu_find_region(c, gpa_page)) mark_dirty(*r, gpa_page);
-      if (c.vm.is_code_page(gpa_page >> 12)) c.vm.on_code_write(gpa_page >> 12);
+      if (c.vm.is_code_page(gpa_page >> 12)) c.vm.on_code_write(gpa_page >> 12, p.res[i].gpa, p.len[i]);
     } else {
       uint8_t tmp[4096];
       std::memcpy(tmp, in, p.len[i]);
