@@ -97,6 +97,38 @@ Outcome run_mixed(Mode m) {
   return {g.regs(), std::vector<uint8_t>(g.ram.begin() + k_data, g.ram.begin() + k_data + 0x2000)};
 }
 
+// Flags set before several memory accesses and read after them (SETB, ADC,
+// SBB): the compiled code keeps them aside across the inline TLB checks.
+//   mov esi, 0x8000; mov edi, 200; xor eax, eax; xor ebx, ebx
+//   1: cmp eax, ebx; mov ecx, [esi]; mov edx, [esi+4]; mov [esi+8], ecx; setb al
+//      adc ebx, edx; add eax, [esi]; mov ecx, [esi+12]; push ecx; pop ecx
+//      sbb eax, ecx; mov [esi+16], eax; add esi, 8; dec edi; jnz 1b; hlt
+const std::vector<uint8_t> k_flags_across_memory = {
+    0xbe, 0x00, 0x80, 0x00, 0x00, 0xbf, 0xc8, 0x00, 0x00, 0x00, 0x31, 0xc0, 0x31, 0xdb, 0x39, 0xd8,
+    0x8b, 0x0e, 0x8b, 0x56, 0x04, 0x89, 0x4e, 0x08, 0x0f, 0x92, 0xc0, 0x11, 0xd3, 0x03, 0x06, 0x8b,
+    0x4e, 0x0c, 0x51, 0x59, 0x19, 0xc8, 0x89, 0x46, 0x10, 0x83, 0xc6, 0x08, 0x4f, 0x75, 0xdf, 0xf4};
+
+Outcome run_program(Mode m, const std::vector<uint8_t>& code) {
+  JitEnv env(m);
+  Guest g;
+  fill_data(g);
+  g.load(k_code, code);
+  g.flat32(k_code);
+  cpu::VcpuExit e = g.run();
+  EXPECT_EQ(e.reason, cpu::ExitReason::Hlt);
+  return {g.regs(), std::vector<uint8_t>(g.ram.begin() + k_data, g.ram.begin() + k_data + 0x2000)};
+}
+
+TEST(Jit, FlagsLiveAcrossMemoryAccessesMatchTheInterpreter) {
+  const Outcome want = run_program(Mode::Interpreter, k_flags_across_memory);
+  const uint64_t before = soft::jit::blocks_compiled();
+  const Outcome got = run_program(Mode::Compiled, k_flags_across_memory);
+  EXPECT_GT(soft::jit::blocks_compiled(), before);
+  for (int r = 0; r < 8; ++r) EXPECT_EQ(got.regs.gpr[r], want.regs.gpr[r]) << "gpr " << r;
+  EXPECT_EQ(got.regs.rflags, want.regs.rflags);
+  EXPECT_EQ(got.data, want.data);
+}
+
 TEST(Jit, CompiledLoopLeavesTheSameStateAsTheInterpreter) {
   const Outcome want = run_mixed(Mode::Interpreter);
   const uint64_t before = soft::jit::blocks_compiled();

@@ -438,7 +438,10 @@ class Compiler {
     return v;
   }
 
-  enum class Fl : uint8_t { Mem, Host };
+  // Where the guest's arithmetic flags are: Cpu::lf, the host's RFLAGS, or
+  // r15 (LAHF/SETO form, saved around an inline memory access; put back into
+  // the host only when an instruction reads them).
+  enum class Fl : uint8_t { Mem, Host, R15 };
   struct Stub {
     Asm::Label entry, resume;
     const x86::Insn* in;
@@ -473,11 +476,14 @@ class Compiler {
   Mem seg_field(unsigned s, int32_t field) const { return Mem{RBX, o.seg + int32_t(s * sizeof(Segment)) + field}; }
 
   // ---- flags ----
-  void spill_host() {  // host flags -> Cpu::lf (no flag change)
-    if (m_fl != Fl::Host) return;
-    a.pushfq();
-    a.pop(RAX);
-    write_lf_from_rax();
+  void spill_host() {  // the flags -> Cpu::lf (no host flag change)
+    if (m_fl == Fl::R15) {
+      spill_r15();
+    } else if (m_fl == Fl::Host) {
+      a.pushfq();
+      a.pop(RAX);
+      write_lf_from_rax();
+    }
     m_fl = Fl::Mem;
   }
   void write_lf_from_rax() {
@@ -515,8 +521,13 @@ class Compiler {
     a.sahf();
     m_fl = Fl::Host;
   }
-  void need_flags() {
-    if (m_fl == Fl::Mem) reload();
+  void need_flags() {  // the guest flags into the host flags
+    if (m_fl == Fl::Mem) {
+      reload();
+    } else if (m_fl == Fl::R15) {
+      restore_r15();
+      m_fl = Fl::Host;
+    }
   }
   void call_rax() {
     a.byte(0xff);
@@ -612,11 +623,11 @@ class Compiler {
     st.in = m_in;
     st.off = m_off;
     st.next = m_next;
-    st.saved = m_fl == Fl::Host;
+    st.saved = m_fl != Fl::Mem;
     st.exit_after = m_last;
     m_cur = &st;
     m_cur_writes_flags = writes_flags;
-    if (st.saved) save_r15();
+    if (m_fl == Fl::Host) save_r15();
     if (!ea_ready) ea_to_edx(*m_in);
     if (read) h.seg_read |= uint8_t(1u << s);
     if (write) h.seg_write |= uint8_t(1u << s);
@@ -654,13 +665,16 @@ class Compiler {
       a.jcc(NE, st.entry);
     }
     a.mov_load(8, RSI, Mem{RAX, int32_t(offsetof(TlbEntry, addend))});
-    if (st.saved && (reads_flags || !writes_flags)) restore_r15();
+    m_cur_reads_flags = reads_flags;
+    if (st.saved && reads_flags) restore_r15();  // else they stay in r15 until something reads them
     return Mem{RDX, 0, RSI, 0};
   }
   void end_mem() {
     Stub& st = *m_cur;
-    if (m_cur_writes_flags) m_fl = Fl::Host;
-    else if (st.saved) m_fl = Fl::Host;
+    // The slow path (handler, flags through Cpu::lf) must end in the same
+    // place: host flags are reloaded from Cpu::lf; r15 still holds them.
+    if (m_cur_writes_flags || (st.saved && m_cur_reads_flags)) m_fl = Fl::Host;
+    else if (st.saved) m_fl = Fl::R15;
     st.reload = m_fl == Fl::Host;
     a.bind(st.resume);
     if (st.exit_after) {
@@ -1094,7 +1108,8 @@ class Compiler {
     a.jmp_abs(m_exit);
   }
   bool jcc(const x86::Insn& in, unsigned cc, unsigned sz) {
-    if (sz != 4 || !m_last || m_fl != Fl::Host) return false;
+    if (sz != 4 || !m_last || m_fl == Fl::Mem) return false;
+    need_flags();
     a.pushfq();
     a.pop(RAX);
     Asm::Label taken, gp;
@@ -1177,7 +1192,7 @@ class Compiler {
  private:
   std::deque<Stub> m_stubs;
   Stub* m_cur = nullptr;
-  bool m_cur_writes_flags = false;
+  bool m_cur_writes_flags = false, m_cur_reads_flags = false;
   Asm::Label m_l_exit;
   bool m_exit_bound = false;
 
