@@ -120,6 +120,7 @@ def run_once(guest, accel, kind, args, tag, perf_data=None):
             os.unlink(stats_file)
         env["ANYKVM_STATS"] = stats_file
     if perf_data:
+        env["ANYKVM_JIT_PERFMAP"] = "1"  # perf names compiled blocks by guest-physical address
         cmd = [args.perf, "record", "-q", "-e", "cpu-clock", "-F", str(args.perf_freq), "-o", perf_data, "--"] + cmd
     fd, tpath = tempfile.mkstemp(prefix="bench-timings.", suffix=".json")
     os.close(fd)

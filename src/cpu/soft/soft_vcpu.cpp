@@ -9,7 +9,9 @@
 // remembers where it went (Block::Link, block chaining), so the next block is
 // usually found without the code-address translation and the cache lookup.
 // Instructions in an interrupt shadow, under debug (TF/DR7) or the
-// instruction trace run one at a time (step()).
+// instruction trace run one at a time (step()). A 32-bit block that started
+// often enough runs as compiled host code instead (jit/jit.h), which goes on
+// to the next compiled block itself while the loop would only look it up.
 // Event and exit ordering at entry follows cpu/backend.h VcpuBackend::run.
 #include "cpu/soft/soft_vcpu.h"
 

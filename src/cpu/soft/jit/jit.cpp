@@ -398,8 +398,8 @@ class Compiler {
     m_shift_nf = host_shifts_ignore_flags_in();
   }
 
-  // Returns false when nothing in the block compiles natively.
-  bool run() {
+  // Every block compiles (a block of handler calls still chains).
+  void run() {
     if (m_entry) prologue(*m_entry);
     a.mov_load(8, R13, Mem{RBX, o.rip});
     uint32_t off = 0;
@@ -411,7 +411,6 @@ class Compiler {
       m_last = k + 1 == m_n;
       m_ended = false;
       if (native(in)) {
-        ++m_native;
         if (m_listing) m_listing->push_back(true);
       } else {
         call_insn();
@@ -426,7 +425,6 @@ class Compiler {
       chain_out();
     }
     for (Stub& s : m_stubs) emit_stub(s);
-    return true;  // even a block of handler calls gains: it chains
   }
 
   Asm a;
@@ -849,6 +847,34 @@ class Compiler {
       }
       return true;
     }
+    if (op >= 0xa0 && op <= 0xa3) {  // MOV AL/eAX <-> moffs
+      if (op <= 0xa1) {
+        Mem m = begin_mem(in.seg, sz, true, false, false);
+        if (sz == 4) a.mov_load(4, RCX, m);
+        else a.movx_load(false, sz, RCX, m);
+        store_g(0, RCX, sz);
+        end_mem();
+      } else {
+        Mem m = begin_mem(in.seg, sz, false, true, false);
+        load_g(RCX, 0, sz);
+        a.mov_store(sz, m, RCX);
+        end_mem();
+      }
+      return true;
+    }
+    if ((op == 0x68 || op == 0x6a) && sz == 4) {  // PUSH imm
+      h.stack32 = true;
+      a.mov_load(4, RDX, gslot(4, 4));
+      a.lea(4, RDX, Mem{RDX, -4});
+      Mem m = begin_mem(2, 4, false, true, false, false, true);
+      a.mov_imm32(RCX, uint32_t(in.imm));
+      a.mov_store(4, m, RCX);
+      a.mov_store(8, gslot(4, 4), R8);
+      end_mem();
+      return true;
+    }
+    if (op == 0xe8) return call_rel(in, sz);
+    if (op == 0xc3) return ret_near(sz);
     if (op >= 0x70 && op <= 0x7f) return jcc(in, op & 0xf, sz);
     if (op == 0xeb || op == 0xe9) return jmp_rel(in, sz);
     if (op == 0x69 || op == 0x6b) return imul3(in, sz);
@@ -1125,6 +1151,52 @@ class Compiler {
     m_ended = true;
     return true;
   }
+  // CALL rel32: the CS limit check on the target (#GP before the push), the
+  // push through SS, then CS:EIP <- target.
+  bool call_rel(const x86::Insn& in, unsigned sz) {
+    if (sz != 4 || !m_last) return false;
+    spill_host();
+    h.stack32 = true;
+    const uint32_t target = m_next + uint32_t(in.imm);
+    Asm::Label gp;
+    a.lea(4, RAX, Mem{R13, int32_t(target)});
+    a.mov_load(4, RCX, seg_field(1, offsetof(Segment, limit)));
+    a.alu_rr(7, 8, RAX, RCX);
+    a.jcc(A, gp);
+    a.mov_load(4, RDX, gslot(4, 4));
+    a.lea(4, RDX, Mem{RDX, -4});
+    Mem m = begin_mem(2, 4, false, true, false, false, true);
+    a.lea(4, RCX, Mem{R13, int32_t(m_next)});
+    a.mov_store(4, m, RCX);
+    a.mov_store(8, gslot(4, 4), R8);
+    a.lea(4, RAX, Mem{R13, int32_t(target)});
+    a.mov_store(8, Mem{RBX, o.rip}, RAX);
+    end_mem();
+    chain_out();
+    gp_path(gp);
+    m_ended = true;
+    return true;
+  }
+  // RET: pop the target, check it against the CS limit (the handler raises
+  // #GP with ESP unchanged), then commit ESP and CS:EIP.
+  bool ret_near(unsigned sz) {
+    if (sz != 4 || !m_last) return false;
+    spill_host();
+    h.stack32 = true;
+    a.mov_load(4, RDX, gslot(4, 4));
+    Mem m = begin_mem(2, 4, true, false, false, false, true);
+    a.mov_load(4, RCX, m);
+    a.mov_load(4, RAX, seg_field(1, offsetof(Segment, limit)));
+    a.alu_rr(7, 8, RCX, RAX);
+    a.jcc(A, m_cur->entry);
+    a.lea(4, RAX, Mem{R8, 4});
+    a.mov_store(8, gslot(4, 4), RAX);
+    a.mov_store(8, Mem{RBX, o.rip}, RCX);
+    end_mem();
+    chain_out();
+    m_ended = true;
+    return true;
+  }
   bool jmp_rel(const x86::Insn& in, unsigned sz) {
     if (sz != 4 || !m_last) return false;
     spill_host();
@@ -1184,7 +1256,6 @@ class Compiler {
   const x86::Insn* m_in = nullptr;
   uint32_t m_off = 0, m_next = 0;
   bool m_last = false, m_ended = false;
-  uint32_t m_native = 0;
 
  public:
   std::vector<bool>* m_listing = nullptr;  // per instruction: compiled inline (else a handler call)
@@ -1247,7 +1318,7 @@ void perf_map_listing(uint64_t gpa, const x86::Insn* insns, uint32_t n, const st
 uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, uint64_t gpa, bool& full) {
   full = false;
   Compiler probe(c, insns, n, ar, nullptr);
-  if (!probe.run()) return 0;
+  probe.run();
   Compiler k(c, insns, n, ar, &probe.h);
   std::vector<bool> listing;
   if (ar.perf_map) k.m_listing = &listing;

@@ -91,8 +91,8 @@ ChainState& chain_state(Arena& a);
 void remember(Arena& a, uint64_t tag, uint64_t gpa, const CodeHeader& h, uint32_t n);
 
 // Compile the n instructions of a block of 32-bit code starting at `insns`.
-// Returns an arena offset (> 0) or 0 when the block is not worth compiling
-// or the arena is full (then `full` is set: reset and retry).
+// Returns an arena offset (> 0), or 0 when the arena is full (then `full` is
+// set: reset and retry) or the code cannot be placed.
 // `gpa`: the block's first byte, for ANYKVM_JIT_PERFMAP.
 uint32_t compile(Arena& a, const Cpu& c, const x86::Insn* insns, uint32_t n, uint64_t gpa, bool& full);
 void reset(Arena& a);
