@@ -47,6 +47,20 @@ void fill_data(Guest& g) {
   }
 }
 
+// Flat 32-bit protected mode with a GDT at 0x500 (null, 0x08 flat code, 0x10
+// flat data, then `extra` descriptors from 0x18) and the IDT `idt`.
+void flat32_with_gdt(Guest& g, uint32_t eip, const std::vector<uint8_t>& extra, cpu::DescriptorTable idt) {
+  std::vector<uint8_t> gdt = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0x9b, 0xcf, 0,
+                              0xff, 0xff, 0, 0, 0, 0x93, 0xcf, 0};
+  gdt.insert(gdt.end(), extra.begin(), extra.end());
+  std::memcpy(&g.ram[0x500], gdt.data(), gdt.size());
+  g.flat32(eip);
+  cpu::SpecialRegs s = g.vcpu->get_sregs();
+  s.gdt = {0x500, uint16_t(gdt.size() - 1)};
+  s.idt = idt;
+  ASSERT_TRUE(g.vcpu->set_sregs(s));
+}
+
 // A loop over memory mixing the compiled forms: loads, stores, read-modify-
 // write, ADC/SBB, shifts, IMUL, MOVZX/MOVSX, CMOVcc, SETcc, PUSH/POP, INC m,
 // TEST, NEG, 8-bit AH, 16-bit operands, then HLT.
@@ -86,16 +100,6 @@ struct Outcome {
   std::vector<uint8_t> data;
 };
 
-Outcome run_mixed(Mode m) {
-  JitEnv env(m);
-  Guest g;
-  fill_data(g);
-  g.load(k_code, k_mixed);
-  g.flat32(k_code);
-  cpu::VcpuExit e = g.run();
-  EXPECT_EQ(e.reason, cpu::ExitReason::Hlt);
-  return {g.regs(), std::vector<uint8_t>(g.ram.begin() + k_data, g.ram.begin() + k_data + 0x2000)};
-}
 
 // Flags set before several memory accesses and read after them (SETB, ADC,
 // SBB): the compiled code keeps them aside across the inline TLB checks.
@@ -119,26 +123,26 @@ Outcome run_program(Mode m, const std::vector<uint8_t>& code) {
   return {g.regs(), std::vector<uint8_t>(g.ram.begin() + k_data, g.ram.begin() + k_data + 0x2000)};
 }
 
-TEST(Jit, FlagsLiveAcrossMemoryAccessesMatchTheInterpreter) {
-  const Outcome want = run_program(Mode::Interpreter, k_flags_across_memory);
+// Runs `code` in both modes; the compiled run must compile blocks and end
+// with the interpreter's registers, flags and memory. Returns that state.
+Outcome expect_same_as_interpreter(const std::vector<uint8_t>& code) {
+  const Outcome want = run_program(Mode::Interpreter, code);
   const uint64_t before = soft::jit::blocks_compiled();
-  const Outcome got = run_program(Mode::Compiled, k_flags_across_memory);
-  EXPECT_GT(soft::jit::blocks_compiled(), before);
-  for (int r = 0; r < 8; ++r) EXPECT_EQ(got.regs.gpr[r], want.regs.gpr[r]) << "gpr " << r;
-  EXPECT_EQ(got.regs.rflags, want.regs.rflags);
-  EXPECT_EQ(got.data, want.data);
-}
-
-TEST(Jit, CompiledLoopLeavesTheSameStateAsTheInterpreter) {
-  const Outcome want = run_mixed(Mode::Interpreter);
-  const uint64_t before = soft::jit::blocks_compiled();
-  const Outcome got = run_mixed(Mode::Compiled);
+  const Outcome got = run_program(Mode::Compiled, code);
   EXPECT_GT(soft::jit::blocks_compiled(), before);
   for (int r = 0; r < 8; ++r) EXPECT_EQ(got.regs.gpr[r], want.regs.gpr[r]) << "gpr " << r;
   EXPECT_EQ(got.regs.rip, want.regs.rip);
   EXPECT_EQ(got.regs.rflags, want.regs.rflags);
   EXPECT_EQ(got.data, want.data);
-  EXPECT_EQ(want.regs.gpr[1], 0u);  // the loop ran to its end
+  return want;
+}
+
+TEST(Jit, FlagsLiveAcrossMemoryAccessesMatchTheInterpreter) {
+  EXPECT_EQ(expect_same_as_interpreter(k_flags_across_memory).regs.gpr[7], 0u);  // the loop ran to its end
+}
+
+TEST(Jit, CompiledLoopLeavesTheSameStateAsTheInterpreter) {
+  EXPECT_EQ(expect_same_as_interpreter(k_mixed).regs.gpr[1], 0u);  // the loop ran to its end
 }
 
 // An MMIO read in the middle of a compiled block exits with the instruction
@@ -200,18 +204,12 @@ TEST(Jit, FaultInsideACompiledBlockHasThePreciseEipAndFlags) {
     const uint64_t before = soft::jit::blocks_compiled();
     Guest g;
     g.load(k_code, k_limit_loop);
-    // GDT at 0x500: null, 0x08 flat code, 0x10 flat data. IDT at 0x600:
-    // vector 13 is a 32-bit interrupt gate to 0x3000 (HLT).
-    const uint8_t gdt[] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0x9b, 0xcf, 0,
-                           0xff, 0xff, 0, 0, 0, 0x93, 0xcf, 0};
-    std::memcpy(&g.ram[0x500], gdt, sizeof gdt);
+    // IDT at 0x600: vector 13 is a 32-bit interrupt gate to 0x3000 (HLT).
     const uint8_t gate[] = {0x00, 0x30, 0x08, 0x00, 0x00, 0x8e, 0x00, 0x00};
     std::memcpy(&g.ram[0x600 + 13 * 8], gate, sizeof gate);
     g.ram[0x3000] = 0xf4;
-    g.flat32(k_code);
+    flat32_with_gdt(g, k_code, {}, {0x600, 0xff});
     cpu::SpecialRegs s = g.vcpu->get_sregs();
-    s.gdt = {0x500, 23};
-    s.idt = {0x600, 0xff};
     s.seg[3].limit = 0x8fff;  // DS: byte-granular limit below the last load
     s.seg[3].g = 0;
     ASSERT_TRUE(g.vcpu->set_sregs(s));
@@ -252,11 +250,6 @@ TEST(Jit, StoreIntoTheRunningBlockTakesEffectAtTheNextInstruction) {
   }
 }
 
-}  // namespace
-}  // namespace anykvm::test
-
-namespace anykvm::test {
-namespace {
 
 // Compiled code assumes the segments it uses keep a type its inline checks
 // cover. When the guest loads DS with an expand-down descriptor after the
@@ -277,15 +270,7 @@ TEST(Jit, SegmentTypeChangeSendsACompiledBlockBackToTheInterpreter) {
     const uint64_t before = soft::jit::blocks_compiled();
     Guest g;
     g.load(k_code, k_ds_loop);
-    // GDT at 0x500: null, 0x08 flat code, 0x10 flat data, 0x18 expand-down data (limit 0xffff0fff).
-    const uint8_t gdt[] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0x9b, 0xcf, 0,
-                           0xff, 0xff, 0, 0, 0, 0x93, 0xcf, 0, 0xf0, 0xff, 0, 0, 0, 0x97, 0xcf, 0};
-    std::memcpy(&g.ram[0x500], gdt, sizeof gdt);
-    g.flat32(k_code);
-    cpu::SpecialRegs s = g.vcpu->get_sregs();
-    s.gdt = {0x500, 31};
-    s.idt = {0, 0};
-    ASSERT_TRUE(g.vcpu->set_sregs(s));
+    flat32_with_gdt(g, k_code, {0xf0, 0xff, 0, 0, 0, 0x97, 0xcf, 0}, {0, 0});  // 0x18: expand-down, limit 0xffff0fff
     EXPECT_EQ(g.run().reason, cpu::ExitReason::Shutdown);
     EXPECT_EQ(g.gpr(6), 1u);   // ESI: DS was reloaded
     EXPECT_EQ(g.gpr(1), 50u);  // ECX: the first load after it faulted
@@ -295,11 +280,6 @@ TEST(Jit, SegmentTypeChangeSendsACompiledBlockBackToTheInterpreter) {
   }
 }
 
-}  // namespace
-}  // namespace anykvm::test
-
-namespace anykvm::test {
-namespace {
 
 // More hot code than the arena holds: the arena is dropped and refilled many
 // times in one run, and no block may run code left from before a reset.
@@ -338,11 +318,6 @@ TEST(Jit, ArenaResetDropsEveryBlocksCode) {
   }
 }
 
-}  // namespace
-}  // namespace anykvm::test
-
-namespace anykvm::test {
-namespace {
 
 // A block compiled while DS was flat (base 0, limit 4 GiB) computes linear
 // addresses without the base; after the guest loads DS with base 0x1000 the
@@ -353,28 +328,16 @@ TEST(Jit, SegmentBaseChangeSendsAFlatCompiledBlockBackToTheInterpreter) {
     JitEnv env(m);
     Guest g;
     g.load(k_code, k_ds_loop);
-    const uint8_t gdt[] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0x9b, 0xcf, 0,
-                           0xff, 0xff, 0, 0, 0, 0x93, 0xcf, 0, 0xff, 0xff, 0x00, 0x10, 0, 0x93, 0xcf, 0};
-    std::memcpy(&g.ram[0x500], gdt, sizeof gdt);
     const uint32_t at_0x8000 = 0x11111111, at_0x9000 = 0x22222222;
     std::memcpy(&g.ram[0x8000], &at_0x8000, 4);
     std::memcpy(&g.ram[0x9000], &at_0x9000, 4);
-    g.flat32(k_code);
-    cpu::SpecialRegs s = g.vcpu->get_sregs();
-    s.gdt = {0x500, 31};
-    s.idt = {0, 0};
-    ASSERT_TRUE(g.vcpu->set_sregs(s));
+    flat32_with_gdt(g, k_code, {0xff, 0xff, 0x00, 0x10, 0, 0x93, 0xcf, 0}, {0, 0});  // 0x18: base 0x1000
     EXPECT_EQ(g.run().reason, cpu::ExitReason::Hlt);
     EXPECT_EQ(g.gpr(6), 1u);  // ESI: DS was reloaded
     EXPECT_EQ(uint32_t(g.gpr(0)), at_0x9000);
   }
 }
 
-}  // namespace
-}  // namespace anykvm::test
-
-namespace anykvm::test {
-namespace {
 
 // Compiled blocks go from one to the next without the engine loop (the
 // dispatcher); a kick from another thread must still end KVM_RUN, and a
