@@ -278,7 +278,6 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit) {
   using Ent = Arena::ChainEntry;
   auto cs = [](size_t off) { return Mem{R14, int32_t(off)}; };
   auto cpu = [&](const auto& field) { return Mem{RBX, off_of(c, field)}; };
-  (void)ar;
   // Pending events (the engine loop's first check).
   s.cmp_mem_imm8(cs(offsetof(CS, allowed)), 0);
   s.jcc(E, exit);
@@ -425,6 +424,8 @@ class Compiler {
       chain_out();
     }
     for (Stub& s : m_stubs) emit_stub(s);
+    a.bind(m_l_exit);
+    a.jmp_abs(m_exit);
   }
 
   Asm a;
@@ -675,9 +676,6 @@ class Compiler {
     else if (st.saved) m_fl = Fl::R15;
     st.reload = m_fl == Fl::Host;
     a.bind(st.resume);
-    if (st.exit_after) {
-      // the block's end follows in run(); nothing to add
-    }
   }
   void emit_stub(Stub& s) {
     a.bind(s.entry);
@@ -693,11 +691,6 @@ class Compiler {
         reload();
       }
       a.jmp(s.resume);
-    }
-    if (!m_exit_bound) {
-      a.bind(m_l_exit);
-      a.jmp_abs(m_exit);
-      m_exit_bound = true;
     }
   }
 
@@ -978,43 +971,38 @@ class Compiler {
     imm_bytes(sz, imm);
   }
 
+  static bool alu_reads_cf(unsigned alu) { return alu == 2 || alu == 3; }  // ADC, SBB
+  // guest register `dst` op= guest register `src` (CMP: flags only)
+  void alu_regs(unsigned alu, unsigned sz, unsigned dst, unsigned src) {
+    load_g(RAX, dst, sz);
+    load_g(RCX, src, sz);
+    a.alu_rr(alu, sz, RAX, RCX);
+    if (alu != 7) store_g(dst, RAX, sz);
+    m_fl = Fl::Host;
+  }
   // op r/m, reg
   void alu_E_G(unsigned alu, unsigned sz) {
     const x86::Insn& in = *m_in;
-    if (alu == 2 || alu == 3) need_flags();
-    if (in.mem) {
-      Mem m = begin_mem(in.seg, sz, true, alu != 7, true, alu == 2 || alu == 3);
-      load_g(RCX, in.reg, sz);
-      a.alu_store(alu, sz, m, RCX);
-      end_mem();
-    } else {
-      load_g(RAX, in.rm, sz);
-      load_g(RCX, in.reg, sz);
-      a.alu_rr(alu, sz, RAX, RCX);
-      if (alu != 7) store_g(in.rm, RAX, sz);
-      m_fl = Fl::Host;
-    }
+    if (alu_reads_cf(alu)) need_flags();
+    if (!in.mem) return alu_regs(alu, sz, in.rm, in.reg);
+    Mem m = begin_mem(in.seg, sz, true, alu != 7, true, alu_reads_cf(alu));
+    load_g(RCX, in.reg, sz);
+    a.alu_store(alu, sz, m, RCX);
+    end_mem();
   }
   // op reg, r/m
   void alu_G_E(unsigned alu, unsigned sz) {
     const x86::Insn& in = *m_in;
-    if (alu == 2 || alu == 3) need_flags();
-    if (in.mem) {
-      Mem m = begin_mem(in.seg, sz, true, false, true, alu == 2 || alu == 3);
-      load_g(RAX, in.reg, sz);
-      a.alu_load(alu, sz, RAX, m);
-      if (alu != 7) store_g(in.reg, RAX, sz);
-      end_mem();
-    } else {
-      load_g(RAX, in.reg, sz);
-      load_g(RCX, in.rm, sz);
-      a.alu_rr(alu, sz, RAX, RCX);
-      if (alu != 7) store_g(in.reg, RAX, sz);
-      m_fl = Fl::Host;
-    }
+    if (alu_reads_cf(alu)) need_flags();
+    if (!in.mem) return alu_regs(alu, sz, in.reg, in.rm);
+    Mem m = begin_mem(in.seg, sz, true, false, true, alu_reads_cf(alu));
+    load_g(RAX, in.reg, sz);
+    a.alu_load(alu, sz, RAX, m);
+    if (alu != 7) store_g(in.reg, RAX, sz);
+    end_mem();
   }
   void alu_A_I(unsigned alu, unsigned sz) {
-    if (alu == 2 || alu == 3) need_flags();
+    if (alu_reads_cf(alu)) need_flags();
     load_g(RAX, 0, sz);
     a.alu_imm(alu, sz, RAX, int32_t(uint32_t(m_in->imm)));
     if (alu != 7) store_g(0, RAX, sz);
@@ -1022,10 +1010,10 @@ class Compiler {
   }
   void alu_E_I(unsigned alu, unsigned sz, uint64_t imm) {
     const x86::Insn& in = *m_in;
-    if (alu == 2 || alu == 3) need_flags();
+    if (alu_reads_cf(alu)) need_flags();
     const int32_t v = sz == 1 ? int32_t(int8_t(imm)) : sz == 2 ? int32_t(int16_t(imm)) : int32_t(uint32_t(imm));
     if (in.mem) {
-      Mem m = begin_mem(in.seg, sz, true, alu != 7, true, alu == 2 || alu == 3);
+      Mem m = begin_mem(in.seg, sz, true, alu != 7, true, alu_reads_cf(alu));
       a.alu_mem_imm(alu, sz, m, v);
       end_mem();
     } else {
@@ -1264,17 +1252,7 @@ class Compiler {
   std::deque<Stub> m_stubs;
   Stub* m_cur = nullptr;
   bool m_cur_writes_flags = false, m_cur_reads_flags = false;
-  Asm::Label m_l_exit;
-  bool m_exit_bound = false;
-
- public:
-  void finish() {
-    if (!m_exit_bound) {
-      a.bind(m_l_exit);
-      a.jmp_abs(m_exit);
-      m_exit_bound = true;
-    }
-  }
+  Asm::Label m_l_exit;  // leave to the engine loop (bound after the stubs)
 };
 
 }  // namespace
@@ -1323,7 +1301,6 @@ uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, ui
   std::vector<bool> listing;
   if (ar.perf_map) k.m_listing = &listing;
   k.run();
-  k.finish();
   const size_t hdr = (sizeof(CodeHeader) + 15) & ~size_t(15);
   const size_t need = hdr + k.a.size();
   const size_t at = (ar.used + 15) & ~size_t(15);

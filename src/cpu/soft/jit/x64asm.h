@@ -204,11 +204,6 @@ class Asm {
     modrm_rr(dst, src);
     u32(uint32_t(imm));
   }
-  void jmp_mem(const Mem& m) {
-    prefix_mem(4, 0, m);
-    byte(0xff);
-    modrm_mem(4, m);
-  }
   void bt_rr(uint8_t base, uint8_t bit) {  // CF = bit `bit` of `base` (32-bit)
     prefix_rr(4, bit, base);
     byte(0x0f);
