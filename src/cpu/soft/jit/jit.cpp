@@ -1274,8 +1274,9 @@ void perf_map_add(const void* start, size_t size, const char* what, uint64_t gpa
 }  // namespace
 
 // Beside the perf map: each compiled block's instructions, marked inline (=)
-// or handler call (h), in /tmp/anykvm-jit-<pid>.txt.
-void perf_map_listing(uint64_t gpa, const x86::Insn* insns, uint32_t n, const std::vector<bool>& native) {
+// or handler call (h), and its host code in hex, in /tmp/anykvm-jit-<pid>.txt.
+void perf_map_listing(uint64_t gpa, const x86::Insn* insns, uint32_t n, const std::vector<bool>& native,
+                      const uint8_t* code, size_t size) {
   static std::mutex lock;
   static FILE* f = [] {
     char path[64];
@@ -1290,6 +1291,9 @@ void perf_map_listing(uint64_t gpa, const x86::Insn* insns, uint32_t n, const st
     std::fprintf(f, "  %c %lx %s\n", native[k] ? '=' : 'h', (unsigned long)ip, x86::disassemble(insns[k], ip).c_str());
     ip += insns[k].len;
   }
+  std::fprintf(f, "  code %lx", (unsigned long)uintptr_t(code));  // the host bytes, for objdump
+  for (size_t k = 0; k < size; ++k) std::fprintf(f, "%s%02x", k ? "" : " ", code[k]);
+  std::fprintf(f, "\n");
   std::fflush(f);
 }
 
@@ -1316,7 +1320,7 @@ uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, ui
   g_compiled.fetch_add(1, std::memory_order_relaxed);
   if (ar.perf_map) {
     perf_map_add(h.code, k.a.size(), "anykvm_block_gpa_", gpa);
-    perf_map_listing(gpa, insns, n, listing);
+    perf_map_listing(gpa, insns, n, listing, h.code, k.a.size());
   }
   return uint32_t(at);
 }

@@ -1,7 +1,7 @@
 // A minimal x86-64 machine-code emitter for the block compiler (jit.cpp):
 // only the forms it uses, encoded per the SDM vol. 2 (chapter 2, instruction
-// format: REX, ModRM, SIB). Memory operands always use a 32-bit displacement
-// (mod = 10), which encodes every base register the same way. Labels are
+// format: REX, ModRM, SIB). Memory operands take the shortest displacement
+// that holds theirs (none, 8 or 32 bits). Labels are
 // resolved at the end (rel32 fixups).
 #pragma once
 #include <cstdint>
@@ -64,15 +64,19 @@ class Asm {
     if (m.base & 8) rex |= 1;
     if (rex || (size == 1 && reg >= 4 && reg < 8)) byte(0x40 | rex);
   }
+  // mod 00 (no displacement; not for RBP/R13, whose mod 00 means something
+  // else), 01 (disp8) or 10 (disp32).
   void modrm_mem(uint8_t reg, const Mem& m) {
+    const uint8_t mod = m.disp == 0 && (m.base & 7) != RBP ? 0x00 : m.disp >= -128 && m.disp <= 127 ? 0x40 : 0x80;
     if (m.index == k_no_index && (m.base & 7) != RSP) {
-      byte(uint8_t(0x80 | ((reg & 7) << 3) | (m.base & 7)));
+      byte(uint8_t(mod | ((reg & 7) << 3) | (m.base & 7)));
     } else {
-      byte(uint8_t(0x80 | ((reg & 7) << 3) | 4));
+      byte(uint8_t(mod | ((reg & 7) << 3) | 4));
       const uint8_t idx = m.index == k_no_index ? 4 : (m.index & 7);
       byte(uint8_t((m.scale << 6) | (idx << 3) | (m.base & 7)));
     }
-    u32(uint32_t(m.disp));
+    if (mod == 0x40) byte(uint8_t(int8_t(m.disp)));
+    else if (mod == 0x80) u32(uint32_t(m.disp));
   }
   void prefix_rr(unsigned size, uint8_t reg, uint8_t rm) {
     if (size == 2) byte(0x66);
