@@ -419,6 +419,7 @@ void engine_invalidate_page(Cpu& c, uint64_t pfn) {
   auto it = p.page_blocks.find(pfn);
   if (it == p.page_blocks.end()) return;
   ++p.inval;  // links to these blocks (from any block) must not be followed
+  ++c.tlb.link_gen;
   for (Block* b : it->second) {
     if (!b->valid) continue;
     b->valid = false;
@@ -451,6 +452,7 @@ SoftVcpu::SoftVcpu(SoftVm& vm, VcpuId id) : m_cpu(std::make_unique<Cpu>(vm, id))
     cs.mem_generation = &p.mem_generation;
     cs.inval = &p.inval;
     cs.epoch = &p.epoch;
+    cs.link_gen = &m_cpu->tlb.link_gen;
     cs.block_stop = &p.block_stop;
   }
 }
@@ -463,6 +465,7 @@ cpu::VcpuExit SoftVcpu::run(cpu::RunControl& ctl) {
   // possibly rewritten (engine_local_interrupt), so an idle guest woken by its
   // in-kernel timer runs its cached blocks without re-checking them.
   ++m_cpu->priv->epoch;
+  ++m_cpu->tlb.link_gen;
   if (m_cpu->local) [[unlikely]]  // in-kernel irqchip: HLT sleeps here (local_devices.cpp)
     return engine_run_with_local_devices(
         *m_cpu, ctl, [](void* s, cpu::RunControl& r) { return static_cast<SoftVcpu*>(s)->run_engine(r); }, this);
@@ -561,6 +564,7 @@ cpu::VcpuExit SoftVcpu::run_engine(cpu::RunControl& ctl) {
         mmu_sync(c);
         p.mem_generation = c.tlb.generation;
         ++p.epoch;
+        ++c.tlb.link_gen;
       }
       if (p.q_pending.load(std::memory_order_relaxed)) engine_drain_requests(c);
       if (!p.dead.empty()) {

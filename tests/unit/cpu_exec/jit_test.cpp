@@ -339,6 +339,118 @@ TEST(Jit, SegmentBaseChangeSendsAFlatCompiledBlockBackToTheInterpreter) {
 }
 
 
+// Kicks the vCPU if KVM_RUN has not returned after 10 s, so a compiled loop
+// that went wrong (a register lost, a stale link) fails the test instead of
+// hanging it.
+struct Watchdog {
+  explicit Watchdog(Guest& g)
+      : t([this, &g] {
+          for (int i = 0; i < 1000 && !done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          if (!done.load()) g.kick.store(true, std::memory_order_release);
+        }) {}
+  ~Watchdog() {
+    done.store(true);
+    t.join();
+  }
+  std::atomic<bool> done{false};
+  std::thread t;
+};
+
+// Guest registers live in host registers within a compiled block. A slow
+// path (here a load that crosses a page, every time) must find them in
+// Cpu::gpr and leave its result where the block reads it next; an exit in
+// the middle of a block (an MMIO read) must show them to user space. With
+// seven registers live, some are also evicted and reloaded.
+//   mov ebx, 0x200000; mov ecx, 3; xor edi, edi
+//   1: lea eax, [ecx+1]; lea esi, [ecx+ecx*4]; lea ebp, [esi+7]
+//      mov edx, [0x8ffe]; add edx, ecx; add edi, edx
+//      mov eax, [ebx]; add edi, eax; dec ecx; jnz 1b; hlt
+const std::vector<uint8_t> k_regs_across_slow_paths = {
+    0xbb, 0x00, 0x00, 0x20, 0x00, 0xb9, 0x03, 0x00, 0x00, 0x00, 0x31, 0xff, 0x8d, 0x41, 0x01,
+    0x8d, 0x34, 0x89, 0x8d, 0x6e, 0x07, 0x8b, 0x15, 0xfe, 0x8f, 0x00, 0x00, 0x01, 0xca, 0x01,
+    0xd7, 0x8b, 0x03, 0x01, 0xc7, 0x49, 0x75, 0xe6, 0xf4};
+
+TEST(Jit, RegistersAreInCpuStateAtSlowPathsAndExits) {
+  std::vector<cpu::Regs> seen[2];
+  for (Mode m : {Mode::Interpreter, Mode::Compiled}) {
+    JitEnv env(m);
+    const uint64_t before = soft::jit::blocks_compiled();
+    Guest g;
+    g.load(k_code, k_regs_across_slow_paths);
+    g.load(0x8ffe, {0x11, 0x22, 0x33, 0x44});
+    g.flat32(k_code);
+    Watchdog w(g);
+    std::vector<cpu::Regs>& r = seen[m == Mode::Compiled];
+    cpu::VcpuExit e;
+    for (;;) {
+      e = g.run();
+      r.push_back(g.regs());
+      if (e.reason != cpu::ExitReason::Mmio) break;
+      const uint32_t v = 0x100000u * uint32_t(r.size());
+      uint8_t d[4];
+      std::memcpy(d, &v, 4);
+      g.vcpu->complete_mmio_read(d);
+    }
+    EXPECT_EQ(e.reason, cpu::ExitReason::Hlt);
+    ASSERT_EQ(r.size(), 4u);
+    if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+  }
+  for (size_t k = 0; k < seen[0].size(); ++k) {
+    // At each MMIO exit (ECX = 3, 2, 1): ESI = 5 ECX, EBP = 5 ECX + 7, EDX = [0x8ffe] + ECX.
+    if (k < 3) {
+      const uint32_t ecx = uint32_t(3 - k);
+      EXPECT_EQ(seen[1][k].gpr[1], ecx);
+      EXPECT_EQ(seen[1][k].gpr[6], 5 * ecx);
+      EXPECT_EQ(seen[1][k].gpr[5], 5 * ecx + 7);
+      EXPECT_EQ(seen[1][k].gpr[2], 0x44332211u + ecx);
+    }
+    for (int n = 0; n < 8; ++n) EXPECT_EQ(seen[1][k].gpr[n], seen[0][k].gpr[n]) << "exit " << k << " gpr " << n;
+    EXPECT_EQ(seen[1][k].rip, seen[0][k].rip);
+    EXPECT_EQ(seen[1][k].rflags, seen[0][k].rflags);
+  }
+}
+
+// A block's end keeps a link to the block it went to; the link is followed
+// without a TLB lookup until the guest flushes its TLB. Here the CALL's
+// target page is remapped (PTE write + INVLPG) halfway: the first 50 calls
+// run "add eax, 1; ret" (physical 0x20000), the last 50 "add eax, 0x100;
+// ret" (physical 0x21000), both at linear 0x400000. Paging: directory at
+// 0x10000, identity table at 0x11000 for the first 4 MiB, 0x12000 for the next.
+//   xor eax, eax; xor esi, esi; mov edi, 0x12000
+//   1: call 0x400000; inc esi; cmp esi, 50; jne 2f
+//      mov dword [edi], 0x21003; invlpg [0x400000]
+//   2: cmp esi, 100; jne 1b; hlt
+const std::vector<uint8_t> k_remap_call_target = {
+    0x31, 0xc0, 0x31, 0xf6, 0xbf, 0x00, 0x20, 0x01, 0x00, 0xe8, 0xf2, 0xef, 0x3f, 0x00,
+    0x46, 0x83, 0xfe, 0x32, 0x75, 0x0d, 0xc7, 0x07, 0x03, 0x10, 0x02, 0x00, 0x0f, 0x01,
+    0x3d, 0x00, 0x00, 0x40, 0x00, 0x83, 0xfe, 0x64, 0x75, 0xe3, 0xf4};
+
+TEST(Jit, LinkToARemappedPageIsNotFollowedAfterInvlpg) {
+  for (Mode m : {Mode::Interpreter, Mode::Compiled}) {
+    JitEnv env(m);
+    const uint64_t before = soft::jit::blocks_compiled();
+    Guest g;
+    g.load(k_code, k_remap_call_target);
+    g.load(0x20000, {0x83, 0xc0, 0x01, 0xc3});                // add eax, 1; ret
+    g.load(0x21000, {0x05, 0x00, 0x01, 0x00, 0x00, 0xc3});    // add eax, 0x100; ret
+    auto w32 = [&](uint32_t a, uint32_t v) { std::memcpy(&g.ram[a], &v, 4); };
+    w32(0x10000, 0x11003);  // PDE 0 -> table 0x11000 (present, writable)
+    w32(0x10004, 0x12003);  // PDE 1 -> table 0x12000
+    for (uint32_t i = 0; i < 1024; ++i) w32(0x11000 + 4 * i, i * 0x1000 + 3);
+    w32(0x12000, 0x20003);  // linear 0x400000 -> 0x20000
+    g.flat32(k_code);
+    cpu::SpecialRegs s = g.vcpu->get_sregs();
+    s.cr3 = 0x10000;
+    s.cr0 |= 0x80000000u;
+    ASSERT_TRUE(g.vcpu->set_sregs(s));
+    Watchdog w(g);
+    const cpu::VcpuExit e = g.run();
+    EXPECT_EQ(e.reason, cpu::ExitReason::Hlt);
+    EXPECT_EQ(g.gpr(0), 50u + 50u * 0x100u) << (m == Mode::Compiled ? "compiled" : "interpreter");
+    if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+  }
+}
+
 // Compiled blocks go from one to the next without the engine loop (the
 // dispatcher); a kick from another thread must still end KVM_RUN, and a
 // block's guest-visible work must be the interpreter's.

@@ -82,6 +82,8 @@ class Arena {
   size_t code_start = 0;
   uint64_t exit_addr = 0;  // leave: the block ran (eax = 0)
   uint64_t dispatch_addr = 0;  // a block's normal end: chain to the next, or leave
+  uint64_t dispatch_slot_addr = 0;  // the same with r8 = the end's own ChainEntry (its link)
+  uint64_t dispatch_lean_addr = 0;  // ... for the end of a block that called no handler but its slow paths
   uint64_t bail_addr = 0;  // leave: its entry assumptions do not hold (eax = 1)
   using EnterFn = int (*)(Cpu*, const uint8_t*, const void*, ChainState*);
   ChainState chain;
@@ -92,6 +94,7 @@ class Arena {
     uint64_t inval = 0;
     uint32_t epoch = 0;
     uint32_t n = 0;
+    uint64_t link_gen = 0;  // a link's: the TLB's flush count when it was checked
   };
   static constexpr size_t k_chain_entries = 4096;
   std::vector<ChainEntry> table = std::vector<ChainEntry>(k_chain_entries);
@@ -182,7 +185,7 @@ int32_t off_of(const A& base, const B& field) {
 // Cpu::Private's block_stop offset (soft_vcpu.cpp owns the type).
 int32_t private_block_stop_offset(const Cpu& c);
 
-void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit);
+void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, size_t& slot_at, size_t& lean_at);
 namespace {
 void perf_map_add(const void* start, size_t size, const char* what, uint64_t gpa);
 }
@@ -224,7 +227,8 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size, const Cpu& c) {
   while (s.size() % 16) s.byte(0xcc);
   const size_t dispatch_at = s.size();
   Asm::Label leave;
-  emit_dispatcher(s, c, *a, leave);
+  size_t dispatch_slot_at = 0, dispatch_lean_at = 0;
+  emit_dispatcher(s, c, *a, leave, dispatch_slot_at, dispatch_lean_at);
   s.bind(leave);
   s.alu_rr(6, 4, RAX, RAX);
   s.ret();
@@ -233,6 +237,8 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size, const Cpu& c) {
   a->exit_addr = uint64_t(a->base + exit_at);
   a->bail_addr = uint64_t(a->base + bail_at);
   a->dispatch_addr = uint64_t(a->base + dispatch_at);
+  a->dispatch_slot_addr = uint64_t(a->base + dispatch_slot_at);
+  a->dispatch_lean_addr = uint64_t(a->base + dispatch_lean_at);
   a->chain.tlb_sets = &c.tlb.sets[0][0];
   a->enter_fn = reinterpret_cast<Arena::EnterFn>(a->base + enter_at);
   a->code_start = s.size();
@@ -267,33 +273,44 @@ void remember(Arena& a, uint64_t tag, uint64_t gpa, const CodeHeader& h, uint32_
   e.inval = *a.chain.inval;
   e.epoch = *a.chain.epoch;
   e.n = n;
+  e.link_gen = *a.chain.link_gen;
 }
 
 // The dispatcher: called from a block's end (CS:EIP and Cpu::lf written
 // back); returns the next block's code in rax, or jumps to `exit` (which
 // returns 0). Calls nothing, so the pushed return address never meets the
-// unwinder.
-void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit) {
+// unwinder. Its second entry (`slot_at`) takes in r8 the block end's own
+// ChainEntry, a link to the block that end went to last: tried before the
+// shared table, and refreshed from the table when that finds another block.
+void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, size_t& slot_at, size_t& lean_at) {
   using CS = ChainState;
   using Ent = Arena::ChainEntry;
   auto cs = [](size_t off) { return Mem{R14, int32_t(off)}; };
   auto cpu = [&](const auto& field) { return Mem{RBX, off_of(c, field)}; };
+  Asm::Label full, tag, hash;
   // Pending events (the engine loop's first check).
-  s.cmp_mem_imm8(cs(offsetof(CS, allowed)), 0);
-  s.jcc(E, exit);
-  s.cmp_mem_imm8(cs(offsetof(CS, dead)), 0);
-  s.jcc(NE, exit);
-  for (size_t f : {offsetof(CS, immediate_exit), offsetof(CS, kick), offsetof(CS, irq_attention),
-                   offsetof(CS, q_pending)}) {
-    s.mov_load(8, RAX, cs(f));
-    s.cmp_mem_imm8(Mem{RAX, 0}, 0);
+  auto events = [&] {
+    static_assert(offsetof(CS, allowed) == 0 && offsetof(CS, dead) == 1);
+    s.cmp_mem_simm8(2, cs(0), 1);  // allowed, not dead
     s.jcc(NE, exit);
-  }
-  s.mov_load(8, RAX, cs(offsetof(CS, generation)));
-  s.mov_load(8, RAX, Mem{RAX, 0});
-  s.mov_load(8, RCX, cs(offsetof(CS, mem_generation)));
-  s.alu_load(7, 8, RAX, Mem{RCX, 0});
-  s.jcc(NE, exit);
+    for (size_t f : {offsetof(CS, immediate_exit), offsetof(CS, kick), offsetof(CS, irq_attention),
+                     offsetof(CS, q_pending)}) {
+      s.mov_load(8, RAX, cs(f));
+      s.cmp_mem_imm8(Mem{RAX, 0}, 0);
+      s.jcc(NE, exit);
+    }
+    s.mov_load(8, RAX, cs(offsetof(CS, generation)));
+    s.mov_load(8, RAX, Mem{RAX, 0});
+    s.mov_load(8, RCX, cs(offsetof(CS, mem_generation)));
+    s.alu_load(7, 8, RAX, Mem{RCX, 0});
+    s.jcc(NE, exit);
+  };
+  s.alu_rr(6, 4, R10, R10);  // no link
+  s.jmp(full);
+  slot_at = s.size();
+  s.mov_rr(8, R10, R8);
+  s.bind(full);
+  events();
   // What makes the loop step one instruction instead (shadow, debug).
   s.cmp_mem_imm8(cpu(c.interrupt_shadow), 0);
   s.jcc(NE, exit);
@@ -306,6 +323,14 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit) {
   // 32-bit code only.
   s.cmp_mem_imm8(cpu(c.seg[1].db), 0);
   s.jcc(E, exit);
+  s.jmp(tag);
+  // The end of a block that ran only compiled instructions (and their slow
+  // paths, the handlers of those same instructions): nothing there changes
+  // the shadow, the debug state, TF/RF or CS, all clear when it was entered.
+  lean_at = s.size();
+  s.mov_rr(8, R10, R8);
+  events();
+  s.bind(tag);
   // lin = CS.base + EIP (32 bits); tag = lin | (CPL == 3) << 32 | 1 << 33
   s.mov_load(4, RDX, cpu(c.rip));
   s.mov_load(4, RCX, cpu(c.seg[1].base));
@@ -317,46 +342,82 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit) {
   s.lea(4, RAX, Mem{RCX, 2});
   s.shift_imm64(4, RAX, 32);
   s.alu_rr(1, 8, RAX, RDX);
-  // the chain entry
-  static_assert(sizeof(Ent) == 40);
+  s.mov_rr(8, R11, RAX);  // r11 = tag, edx = lin
+  // Whether the entry at r8 (tag already equal) may be entered: no block
+  // invalidated and no revalidation due since it was made, and the TLB still
+  // maps lin to the block's page for execution. Clobbers rax, rcx, r9, r12.
+  static_assert(sizeof(Ent) == 48);
+  static_assert(sizeof(Tlb::sets[0]) == 10240);
+  auto validate = [&](Asm::Label& fail) {
+    s.mov_load(8, RAX, cs(offsetof(CS, inval)));
+    s.mov_load(8, RAX, Mem{RAX, 0});
+    s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, inval))});
+    s.jcc(NE, fail);
+    s.mov_load(8, RAX, cs(offsetof(CS, epoch)));
+    s.mov_load(4, RAX, Mem{RAX, 0});
+    s.alu_load(7, 4, RAX, Mem{R8, int32_t(offsetof(Ent, epoch))});
+    s.jcc(NE, fail);
+    s.mov_rr(8, RCX, R11);
+    s.shift_imm64(5, RCX, 32);
+    s.alu_imm(4, 4, RCX, 1);  // the user set
+    s.imul_imm(8, R12, RCX, 10240);
+    s.alu_load(0, 8, R12, cs(offsetof(CS, tlb_sets)));
+    s.mov_rr(4, RAX, RDX);
+    s.shift_imm(5, 4, RAX, 12);
+    s.movx_rr(false, 1, RAX, RAX);
+    s.lea(8, RAX, Mem{RAX, 0, RAX, 2});
+    s.lea(8, RAX, Mem{R12, 0, RAX, 3});
+    s.mov_rr(4, RCX, RDX);
+    s.alu_imm(4, 4, RCX, -4096);
+    s.alu_load(7, 8, RCX, Mem{RAX, int32_t(offsetof(TlbEntry, tag_exec))});
+    s.jcc(NE, fail);
+    s.mov_load(8, RCX, Mem{RAX, int32_t(offsetof(TlbEntry, gpa_page))});
+    s.mov_rr(4, R9, RDX);
+    s.alu_imm(4, 4, R9, 0xfff);
+    s.alu_rr(1, 8, RCX, R9);
+    s.alu_load(7, 8, RCX, Mem{R8, int32_t(offsetof(Ent, gpa))});
+    s.jcc(NE, fail);
+  };
+  Asm::Label enter;
+  // The end's link: no TLB lookup, invalidation or epoch check while the
+  // TLB's link_gen is what it was when the link was made from a checked
+  // entry (a translation may be used until the guest flushes it).
+  s.test_rr(8, R10, R10);
+  s.jcc(E, hash);
+  s.mov_rr(8, R8, R10);
+  s.alu_load(7, 8, R11, Mem{R8, int32_t(offsetof(Ent, tag))});
+  s.jcc(NE, hash);
+  s.mov_load(8, RAX, cs(offsetof(CS, link_gen)));
+  s.mov_load(8, RAX, Mem{RAX, 0});
+  s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, link_gen))});
+  s.jcc(NE, hash);
+  s.jmp(enter);
+  // The shared table's entry.
+  s.bind(hash);
   s.mov_rr(4, R8, RDX);
   s.shift_imm(5, 4, R8, 2);
   s.mov_rr(4, R9, RDX);
   s.shift_imm(5, 4, R9, 12);
   s.alu_rr(6, 4, R8, R9);
   s.alu_imm(4, 4, R8, int32_t(Arena::k_chain_entries - 1));
-  s.lea(8, R8, Mem{R8, 0, R8, 2});
+  s.lea(8, R8, Mem{R8, 0, R8, 1});  // * 48
+  s.shift_imm64(4, R8, 4);
   s.mov_imm64(R9, uint64_t(ar.table.data()));
-  s.lea(8, R8, Mem{R9, 0, R8, 3});
-  s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, tag))});
+  s.alu_rr(0, 8, R8, R9);
+  s.alu_load(7, 8, R11, Mem{R8, int32_t(offsetof(Ent, tag))});
   s.jcc(NE, exit);
-  s.mov_load(8, RAX, cs(offsetof(CS, inval)));
+  validate(exit);
+  // It holds: it becomes the end's link.
+  s.test_rr(8, R10, R10);
+  s.jcc(E, enter);
+  for (int32_t k = 0; k < int32_t(offsetof(Ent, link_gen)); k += 8) {
+    s.mov_load(8, RCX, Mem{R8, k});
+    s.mov_store(8, Mem{R10, k}, RCX);
+  }
+  s.mov_load(8, RAX, cs(offsetof(CS, link_gen)));
   s.mov_load(8, RAX, Mem{RAX, 0});
-  s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, inval))});
-  s.jcc(NE, exit);
-  s.mov_load(8, RAX, cs(offsetof(CS, epoch)));
-  s.mov_load(4, RAX, Mem{RAX, 0});
-  s.alu_load(7, 4, RAX, Mem{R8, int32_t(offsetof(Ent, epoch))});
-  s.jcc(NE, exit);
-  // The TLB still maps lin to the block's page for execution.
-  static_assert(sizeof(Tlb::sets[0]) == 10240);
-  s.imul_imm(8, R12, RCX, 10240);
-  s.alu_load(0, 8, R12, cs(offsetof(CS, tlb_sets)));
-  s.mov_rr(4, RAX, RDX);
-  s.shift_imm(5, 4, RAX, 12);
-  s.movx_rr(false, 1, RAX, RAX);
-  s.lea(8, RAX, Mem{RAX, 0, RAX, 2});
-  s.lea(8, RAX, Mem{R12, 0, RAX, 3});
-  s.mov_rr(4, RCX, RDX);
-  s.alu_imm(4, 4, RCX, -4096);
-  s.alu_load(7, 8, RCX, Mem{RAX, int32_t(offsetof(TlbEntry, tag_exec))});
-  s.jcc(NE, exit);
-  s.mov_load(8, RCX, Mem{RAX, int32_t(offsetof(TlbEntry, gpa_page))});
-  s.mov_rr(4, R9, RDX);
-  s.alu_imm(4, 4, R9, 0xfff);
-  s.alu_rr(1, 8, RCX, R9);
-  s.alu_load(7, 8, RCX, Mem{R8, int32_t(offsetof(Ent, gpa))});
-  s.jcc(NE, exit);
+  s.mov_store(8, Mem{R10, int32_t(offsetof(Ent, link_gen))}, RAX);
+  s.bind(enter);
   // Enter it as the loop would: block_stop clear, counted.
   s.mov_load(8, RAX, cs(offsetof(CS, block_stop)));
   s.mov_mem_imm8(Mem{RAX, 0}, 0);
@@ -380,7 +441,7 @@ class Compiler {
   // `entry` null: the first pass (no code kept; it fills `h`).
   Compiler(const Cpu& c, const x86::Insn* insns, uint32_t n, const Arena& ar, const CodeHeader* entry)
       : a(entry == nullptr), m_insns(insns), m_n(n), m_exit(ar.exit_addr), m_bail(ar.bail_addr),
-        m_dispatch(ar.dispatch_addr), m_entry(entry) {
+        m_dispatch(ar.dispatch_slot_addr), m_dispatch_lean(ar.dispatch_lean_addr), m_entry(entry) {
     for (unsigned s = 0; s < 6; ++s)
       if (c.seg[s].base == 0 && c.seg[s].limit == 0xffffffffu) m_flat |= uint8_t(1u << s);
     o.efer = off_of(c, c.efer);
@@ -421,11 +482,20 @@ class Compiler {
     if (!m_ended) {
       set_rip(m_next);
       spill_host();
+      flush_regs();
       chain_out();
     }
     for (Stub& s : m_stubs) emit_stub(s);
     a.bind(m_l_exit);
     a.jmp_abs(m_exit);
+    // Each end's link (Arena::ChainEntry, written by the dispatcher): empty.
+    while (a.size() % 8) a.byte(0xcc);
+    for (Asm::Label& l : m_links) {
+      a.bind(l);
+      static_assert(sizeof(Arena::ChainEntry) == 48);
+      a.u64(~uint64_t(0));
+      for (int k = 0; k < 5; ++k) a.u64(0);
+    }
   }
 
   Asm a;
@@ -441,6 +511,12 @@ class Compiler {
   // r15 (LAHF/SETO form, saved around an inline memory access; put back into
   // the host only when an instruction reads them).
   enum class Fl : uint8_t { Mem, Host, R15 };
+  static constexpr uint8_t k_pool[5] = {RBP, RDI, R9, R10, R11};
+  struct RegCache {
+    int8_t host[8] = {-1, -1, -1, -1, -1, -1, -1, -1};  // host register of guest register g, or -1
+    bool dirty[8] = {};
+    uint32_t used[8] = {};
+  };
   struct Stub {
     Asm::Label entry, resume;
     const x86::Insn* in;
@@ -448,6 +524,7 @@ class Compiler {
     bool saved;        // the flags before the instruction are in r15 (else in Cpu::lf)
     bool reload;       // the fast path ends with the flags in the host
     bool exit_after;   // leave the block after the handler
+    RegCache before, after;  // the register cache at the branch to the stub and at resume
   };
 
   // ---- operands ----
@@ -455,17 +532,97 @@ class Compiler {
     if (size == 1 && g >= 4 && g < 8) return Mem{RBX, o.gpr + int32_t((g - 4) * 8 + 1)};
     return Mem{RBX, o.gpr + int32_t(g * 8)};
   }
+  // ---- guest registers held in host registers ----
+  // Within a block, a guest register once read or written lives in one of
+  // five host registers (zero-extended, as in Cpu::gpr), written back when
+  // dirty before anything else can see Cpu::gpr: a handler or C call (which
+  // also clobbers them: the cache is emptied), the block's end, an eviction.
+  // A slow-path stub writes back what was dirty when its instruction began
+  // and reloads what the fast path holds where they meet again.
+  void writeback(const RegCache& rc, unsigned g) {
+    if (rc.host[g] >= 0 && rc.dirty[g]) a.mov_store(8, gslot(g, 4), uint8_t(rc.host[g]));
+  }
+  void writeback(unsigned g) {
+    writeback(m_rc, g);
+    m_rc.dirty[g] = false;
+  }
+  void drop(unsigned g) {
+    writeback(g);
+    m_rc.host[g] = -1;
+  }
+  void flush_regs() {  // before a call or the block's end
+    for (unsigned g = 0; g < 8; ++g) drop(g);
+  }
+  // A host register for guest register g (not yet loaded): a free one of the
+  // pool, else the least recently used one's (written back).
+  uint8_t alloc(unsigned g) {
+    bool busy[16] = {};
+    int victim = -1;
+    for (unsigned k = 0; k < 8; ++k) {
+      if (m_rc.host[k] < 0) continue;
+      busy[m_rc.host[k]] = true;
+      if (victim < 0 || m_rc.used[k] < m_rc.used[victim]) victim = int(k);
+    }
+    uint8_t h = 0xff;
+    for (uint8_t r : k_pool)
+      if (!busy[r]) {
+        h = r;
+        break;
+      }
+    if (h == 0xff) {
+      h = uint8_t(m_rc.host[victim]);
+      drop(unsigned(victim));
+    }
+    m_rc.host[g] = int8_t(h);
+    m_rc.dirty[g] = false;
+    m_rc.used[g] = ++m_tick;
+    return h;
+  }
+  // The host register holding guest register g's 32 bits (loaded if needed).
+  uint8_t reg_of(unsigned g) {
+    if (m_rc.host[g] >= 0) {
+      m_rc.used[g] = ++m_tick;
+      return uint8_t(m_rc.host[g]);
+    }
+    const uint8_t h = alloc(g);
+    a.mov_load(4, h, gslot(g, 4));
+    return h;
+  }
+  // ... for an instruction that writes all of it (the old value not needed).
+  uint8_t reg_for_write(unsigned g) {
+    const uint8_t h = m_rc.host[g] >= 0 ? uint8_t(m_rc.host[g]) : alloc(g);
+    m_rc.used[g] = ++m_tick;
+    m_rc.dirty[g] = true;
+    return h;
+  }
+  // ... read-modify-write.
+  uint8_t reg_rmw(unsigned g) {
+    const uint8_t h = reg_of(g);
+    m_rc.dirty[g] = true;
+    return h;
+  }
+  static bool high_byte(unsigned g, unsigned size) { return size == 1 && g >= 4 && g < 8; }
+
   // host register <- guest register, zero-extended
   void load_g(uint8_t hr, unsigned g, unsigned size) {
-    if (size == 4) a.mov_load(4, hr, gslot(g, 4));
-    else a.movx_load(false, size, hr, gslot(g, size));
+    if (high_byte(g, size)) {  // AH..BH: from Cpu::gpr
+      writeback(g - 4);
+      a.movx_load(false, 1, hr, gslot(g, 1));
+    } else if (size == 4) {
+      a.mov_rr(4, hr, reg_of(g));
+    } else {
+      a.movx_rr(false, size, hr, reg_of(g));
+    }
   }
   // guest register <- host register (4: zero-extended to 64 bits, as Cpu::set_reg)
   void store_g(unsigned g, uint8_t hr, unsigned size) {
-    if (size == 4) {
-      a.mov_store(8, gslot(g, 4), hr);  // every producer is a 32-bit operation: bits 63:32 are 0
+    if (high_byte(g, size)) {
+      drop(g - 4);
+      a.mov_store(1, gslot(g, 1), hr);
+    } else if (size == 4) {
+      a.mov_rr(4, reg_for_write(g), hr);  // every producer is a 32-bit operation: bits 63:32 are 0
     } else {
-      a.mov_store(size, gslot(g, size), hr);
+      a.mov_rr(size, reg_rmw(g), hr);  // the low 8 or 16 bits; the rest stays
     }
   }
   void set_rip(uint32_t off) {
@@ -522,6 +679,7 @@ class Compiler {
   }
   void need_flags() {  // the guest flags into the host flags
     if (m_fl == Fl::Mem) {
+      flush_regs();  // a call
       reload();
     } else if (m_fl == Fl::R15) {
       restore_r15();
@@ -551,7 +709,9 @@ class Compiler {
   // returns the next block's code or 0 (then the engine loop takes over).
   // Each end has its own indirect jump, so the host predicts each separately.
   void chain_out() {
-    a.call_abs(m_dispatch);
+    m_links.emplace_back();
+    a.lea_rip(R8, m_links.back());
+    a.call_abs(m_called ? m_dispatch : m_dispatch_lean);
     a.test_rr(8, RAX, RAX);
     a.jcc(E, m_l_exit);
     a.jmp_r(RAX);
@@ -572,7 +732,9 @@ class Compiler {
     return false;
   }
   void call_insn() {
+    m_called = true;
     spill_host();
+    flush_regs();
     set_rip(m_off);
     call_handler(m_in);
     if (changes_segments(*m_in)) {
@@ -594,17 +756,19 @@ class Compiler {
   // EDX <- the effective address (no flag change)
   void ea_to_edx(const x86::Insn& in) {
     if (in.base != x86::k_no_reg) {
-      a.mov_load(4, RDX, gslot(in.base, 4));
+      const uint8_t b = reg_of(in.base);
       if (in.index != x86::k_no_reg) {
-        a.mov_load(4, RCX, gslot(in.index, 4));
-        a.lea(4, RDX, Mem{RDX, int32_t(in.disp), RCX, in.scale});
+        const uint8_t i = reg_of(in.index);
+        a.lea(4, RDX, Mem{b, int32_t(in.disp), i, in.scale});
       } else if (in.disp) {
-        a.lea(4, RDX, Mem{RDX, int32_t(in.disp)});
+        a.lea(4, RDX, Mem{b, int32_t(in.disp)});
+      } else {
+        a.mov_rr(4, RDX, b);
       }
     } else if (in.index != x86::k_no_reg) {
-      a.mov_load(4, RCX, gslot(in.index, 4));
+      const uint8_t i = reg_of(in.index);
       a.mov_imm32(RDX, uint32_t(in.disp));
-      a.lea(4, RDX, Mem{RDX, 0, RCX, in.scale});
+      a.lea(4, RDX, Mem{RDX, 0, i, in.scale});
     } else {
       a.mov_imm32(RDX, uint32_t(in.disp));
     }
@@ -631,6 +795,7 @@ class Compiler {
     if (read) h.seg_read |= uint8_t(1u << s);
     if (write) h.seg_write |= uint8_t(1u << s);
     if (ea_ready) a.mov_rr(4, R8, RDX);  // PUSH/POP: the new ESP
+    st.before = m_rc;  // as the slow path finds it (no cache change until its branches)
     if ((m_flat >> s) & 1) {
       // Base 0, limit 4 GiB (checked at entry): linear = offset. An access
       // past 4 GiB has a last page no tag equals: the handler raises the fault.
@@ -675,10 +840,12 @@ class Compiler {
     if (m_cur_writes_flags || (st.saved && m_cur_reads_flags)) m_fl = Fl::Host;
     else if (st.saved) m_fl = Fl::R15;
     st.reload = m_fl == Fl::Host;
+    st.after = m_rc;
     a.bind(st.resume);
   }
   void emit_stub(Stub& s) {
     a.bind(s.entry);
+    for (unsigned g = 0; g < 8; ++g) writeback(s.before, g);
     if (s.saved) spill_r15();
     set_rip(s.off);
     call_handler(s.in);
@@ -690,6 +857,8 @@ class Compiler {
         m_fl = Fl::Mem;
         reload();
       }
+      for (unsigned g = 0; g < 8; ++g)
+        if (s.after.host[g] >= 0) a.mov_load(4, uint8_t(s.after.host[g]), gslot(g, 4));
       a.jmp(s.resume);
     }
   }
@@ -857,12 +1026,11 @@ class Compiler {
     }
     if ((op == 0x68 || op == 0x6a) && sz == 4) {  // PUSH imm
       h.stack32 = true;
-      a.mov_load(4, RDX, gslot(4, 4));
-      a.lea(4, RDX, Mem{RDX, -4});
+      a.lea(4, RDX, Mem{reg_of(4), -4});
       Mem m = begin_mem(2, 4, false, true, false, false, true);
       a.mov_imm32(RCX, uint32_t(in.imm));
       a.mov_store(4, m, RCX);
-      a.mov_store(8, gslot(4, 4), R8);
+      store_g(4, R8, 4);
       end_mem();
       return true;
     }
@@ -948,7 +1116,7 @@ class Compiler {
         end_mem();
       } else {
         a.setcc(cc, RCX);
-        a.mov_store(1, gslot(in.rm, 1), RCX);
+        store_g(in.rm, RCX, 1);
       }
       return true;
     }
@@ -1089,18 +1257,17 @@ class Compiler {
     if (sz != 4) return false;
     h.stack32 = true;
     const unsigned g = in.reg;
-    a.mov_load(4, RDX, gslot(4, 4));
-    if (!pop) a.lea(4, RDX, Mem{RDX, -4});
+    a.lea(4, RDX, Mem{reg_of(4), pop ? 0 : -4});
     Mem m = begin_mem(2, 4, pop, !pop, false, false, true);
     if (pop) {
       a.mov_load(4, RCX, m);
       a.lea(4, RAX, Mem{R8, 4});
-      a.mov_store(8, gslot(4, 4), RAX);
+      store_g(4, RAX, 4);
       store_g(g, RCX, 4);
     } else {
       load_g(RCX, g, 4);
       a.mov_store(4, m, RCX);
-      a.mov_store(8, gslot(4, 4), R8);
+      store_g(4, R8, 4);
     }
     end_mem();
     return true;
@@ -1123,6 +1290,7 @@ class Compiler {
   }
   bool jcc(const x86::Insn& in, unsigned cc, unsigned sz) {
     if (sz != 4 || !m_last || m_fl == Fl::Mem) return false;
+    flush_regs();  // (movs: the flags stay)
     need_flags();
     a.pushfq();
     a.pop(RAX);
@@ -1144,6 +1312,7 @@ class Compiler {
   bool call_rel(const x86::Insn& in, unsigned sz) {
     if (sz != 4 || !m_last) return false;
     spill_host();
+    flush_regs();
     h.stack32 = true;
     const uint32_t target = m_next + uint32_t(in.imm);
     Asm::Label gp;
@@ -1156,7 +1325,7 @@ class Compiler {
     Mem m = begin_mem(2, 4, false, true, false, false, true);
     a.lea(4, RCX, Mem{R13, int32_t(m_next)});
     a.mov_store(4, m, RCX);
-    a.mov_store(8, gslot(4, 4), R8);
+    a.mov_store(8, gslot(4, 4), R8);  // (the cache is empty: written back above)
     a.lea(4, RAX, Mem{R13, int32_t(target)});
     a.mov_store(8, Mem{RBX, o.rip}, RAX);
     end_mem();
@@ -1170,6 +1339,7 @@ class Compiler {
   bool ret_near(unsigned sz) {
     if (sz != 4 || !m_last) return false;
     spill_host();
+    flush_regs();
     h.stack32 = true;
     a.mov_load(4, RDX, gslot(4, 4));
     Mem m = begin_mem(2, 4, true, false, false, false, true);
@@ -1188,6 +1358,7 @@ class Compiler {
   bool jmp_rel(const x86::Insn& in, unsigned sz) {
     if (sz != 4 || !m_last) return false;
     spill_host();
+    flush_regs();
     Asm::Label gp;
     jump_tail(m_next + uint32_t(in.imm), gp);
     gp_path(gp);
@@ -1235,12 +1406,15 @@ class Compiler {
 
   const x86::Insn* m_insns;
   uint32_t m_n;
-  uint64_t m_exit, m_bail, m_dispatch;
+  uint64_t m_exit, m_bail, m_dispatch, m_dispatch_lean;
+  bool m_called = false;  // a handler call (not a slow path) precedes this point
   const CodeHeader* m_entry;
   uint8_t m_flat = 0;  // segments with base 0 and limit 4 GiB when compiled
   Offsets o{};
   bool m_logic_ok = false, m_shift_nf = false;
   Fl m_fl = Fl::Mem;
+  RegCache m_rc;
+  uint32_t m_tick = 0;
   const x86::Insn* m_in = nullptr;
   uint32_t m_off = 0, m_next = 0;
   bool m_last = false, m_ended = false;
@@ -1250,6 +1424,7 @@ class Compiler {
 
  private:
   std::deque<Stub> m_stubs;
+  std::deque<Asm::Label> m_links;
   Stub* m_cur = nullptr;
   bool m_cur_writes_flags = false, m_cur_reads_flags = false;
   Asm::Label m_l_exit;  // leave to the engine loop (bound after the stubs)

@@ -75,6 +75,7 @@ struct ChainState {
   const uint64_t* mem_generation = nullptr;           // the one the TLB was synced to
   const uint64_t* inval = nullptr;
   const uint32_t* epoch = nullptr;
+  const uint64_t* link_gen = nullptr;  // Tlb::link_gen
   bool* block_stop = nullptr;
   const void* tlb_sets = nullptr;
   uint64_t insns = 0, blocks = 0;  // blocks entered by chaining (ANYKVM_STATS)

@@ -53,6 +53,10 @@ struct Tlb {
   bool pdpte_valid = false;
 
   bool have_large = false;    // some entry came from a 2/4 MiB page
+  // Bumped by every flush, and by the engine when blocks are invalidated or
+  // must revalidate (soft_vcpu.cpp): a compiled block end's link to the next
+  // block, checked when made, holds while this is unchanged (jit.cpp).
+  uint64_t link_gen = 0;
   bool watch_data = false;    // DR7 enables data breakpoints: no tags on watched pages
   uint64_t pf_addr = 0;       // linear address of the #PF being raised (CR2 at delivery)
 
@@ -75,6 +79,7 @@ struct Tlb {
   }
 
   void flush_all() {
+    ++link_gen;
     for (auto& s : sets)
       for (auto& e : s) e = TlbEntry{};
     for (auto& s : cold)
@@ -83,12 +88,14 @@ struct Tlb {
     pdpte_valid = false;
   }
   void flush_nonglobal() {
+    ++link_gen;
     for (size_t s = 0; s < 2; ++s)
       for (size_t i = 0; i < k_entries; ++i)
         if (!cold[s][i].global) clear(s, i);
     pdpte_valid = false;
   }
   void flush_page(uint64_t lin) {
+    ++link_gen;
     uint64_t page = lin & ~uint64_t(0xfff);
     for (size_t s = 0; s < 2; ++s)
       if (cold[s][index(lin)].vpage == page) clear(s, index(lin));
