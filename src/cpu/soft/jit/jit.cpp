@@ -754,23 +754,27 @@ class Compiler {
   // ---- memory operands ----
   bool mem_form_ok(const x86::Insn& in) const { return in.addrsize == 4 && !in.rip_relative; }
   // EDX <- the effective address (no flag change)
-  void ea_to_edx(const x86::Insn& in) {
+  void ea_to_edx(const x86::Insn& in) { ea_to(in, RDX); }
+  // `to` 0xff: into the host register of guest register in.reg (LEA r32).
+  void ea_to(const x86::Insn& in, uint8_t to) {
+    auto dst = [&] { return to == 0xff ? reg_for_write(in.reg) : to; };
     if (in.base != x86::k_no_reg) {
       const uint8_t b = reg_of(in.base);
       if (in.index != x86::k_no_reg) {
         const uint8_t i = reg_of(in.index);
-        a.lea(4, RDX, Mem{b, int32_t(in.disp), i, in.scale});
+        a.lea(4, dst(), Mem{b, int32_t(in.disp), i, in.scale});
       } else if (in.disp) {
-        a.lea(4, RDX, Mem{b, int32_t(in.disp)});
+        a.lea(4, dst(), Mem{b, int32_t(in.disp)});
       } else {
-        a.mov_rr(4, RDX, b);
+        const uint8_t d = dst();
+        if (d != b) a.mov_rr(4, d, b);
       }
     } else if (in.index != x86::k_no_reg) {
       const uint8_t i = reg_of(in.index);
       a.mov_imm32(RDX, uint32_t(in.disp));
-      a.lea(4, RDX, Mem{RDX, 0, i, in.scale});
+      a.lea(4, dst(), Mem{RDX, 0, i, in.scale});
     } else {
-      a.mov_imm32(RDX, uint32_t(in.disp));
+      a.mov_imm32(dst(), uint32_t(in.disp));
     }
   }
   // The access of `size` bytes at offset EDX in segment `s`: on the fast path
@@ -889,9 +893,13 @@ class Compiler {
     }
     if (op >= 0x40 && op <= 0x4f) {  // INC/DEC r
       need_flags();
-      load_g(RAX, in.reg, sz);
-      a.incdec_r(op >= 0x48, sz, RAX);
-      store_g(in.reg, RAX, sz);
+      if (sz == 4) {
+        a.incdec_r(op >= 0x48, 4, reg_rmw(in.reg));
+      } else {
+        load_g(RAX, in.reg, sz);
+        a.incdec_r(op >= 0x48, sz, RAX);
+        store_g(in.reg, RAX, sz);
+      }
       m_fl = Fl::Host;
       return true;
     }
@@ -921,13 +929,21 @@ class Compiler {
     }
     if (op == 0x8d) {
       if (!in.mem || !(sz == 2 || sz == 4)) return false;
-      ea_to_edx(in);
-      store_g(in.reg, RDX, sz);
+      if (sz == 4) {
+        ea_to(in, 0xff);  // straight into the destination's host register
+      } else {
+        ea_to_edx(in);
+        store_g(in.reg, RDX, sz);
+      }
       return true;
     }
     if (op >= 0xb0 && op <= 0xbf) {
-      a.mov_imm32(RCX, uint32_t(in.imm));
-      store_g(in.reg, RCX, sz);
+      if (sz == 4) {
+        a.mov_imm32(reg_for_write(in.reg), uint32_t(in.imm));
+      } else {
+        a.mov_imm32(RCX, uint32_t(in.imm));
+        store_g(in.reg, RCX, sz);
+      }
       return true;
     }
     if ((op == 0xc6 || op == 0xc7) && (in.reg & 7) == 0) {
@@ -955,6 +971,9 @@ class Compiler {
         a.modrm_mem(uint8_t(sub), m);
         a.byte(count);
         end_mem();
+      } else if (sz == 4) {
+        a.shift_imm(sub, 4, reg_rmw(in.rm), count);
+        m_fl = Fl::Host;
       } else {
         load_g(RAX, in.rm, sz);
         a.shift_imm(sub, sz, RAX, count);
@@ -986,6 +1005,9 @@ class Compiler {
         Mem m = begin_mem(in.seg, sz, true, true, sub == 3);
         a.op_mem(0xf7, sz, uint8_t(sub), m);
         end_mem();
+      } else if (sz == 4) {
+        a.grp3_r(sub, 4, reg_rmw(in.rm));
+        if (sub == 3) m_fl = Fl::Host;
       } else {
         load_g(RAX, in.rm, sz);
         a.grp3_r(sub, sz, RAX);
@@ -1051,9 +1073,16 @@ class Compiler {
       const bool sign = op >= 0xbe;
       if (in.mem) {
         Mem m = begin_mem(in.seg, from, true, false, false);
-        a.movx_load(sign, from, RCX, m);
-        store_g(in.reg, RCX, sz);
+        if (sz == 4) {
+          a.movx_load(sign, from, reg_for_write(in.reg), m);
+        } else {
+          a.movx_load(sign, from, RCX, m);
+          store_g(in.reg, RCX, sz);
+        }
         end_mem();
+      } else if (sz == 4 && !high_byte(in.rm, from)) {
+        const uint8_t hs = reg_of(in.rm);
+        a.movx_rr(sign, from, reg_for_write(in.reg), hs);
       } else {
         load_g(RCX, in.rm, from);
         if (sign) a.movx_rr(true, from, RCX, RCX);
@@ -1066,13 +1095,18 @@ class Compiler {
       need_flags();
       if (in.mem) {
         Mem m = begin_mem(in.seg, sz, true, false, true, true);
-        load_g(RAX, in.reg, sz);
-        a.prefix_mem(sz, RAX, m);
+        const uint8_t d = sz == 4 ? reg_rmw(in.reg) : RAX;
+        if (sz != 4) load_g(RAX, in.reg, sz);
+        a.prefix_mem(sz, d, m);
         a.byte(0x0f);
         a.byte(0xaf);
-        a.modrm_mem(RAX, m);
-        store_g(in.reg, RAX, sz);
+        a.modrm_mem(d, m);
+        if (sz != 4) store_g(in.reg, RAX, sz);
         end_mem();
+      } else if (sz == 4) {
+        const uint8_t hs = reg_of(in.rm);
+        a.imul_rr(4, reg_rmw(in.reg), hs);
+        m_fl = Fl::Host;
       } else {
         load_g(RAX, in.reg, sz);
         load_g(RCX, in.rm, sz);
@@ -1088,13 +1122,21 @@ class Compiler {
       const uint8_t cc = op & 0xf;
       if (in.mem) {
         Mem m = begin_mem(in.seg, sz, true, false, false, true);
-        load_g(RAX, in.reg, sz);
-        a.prefix_mem(sz, RAX, m);
+        const uint8_t d = sz == 4 ? reg_rmw(in.reg) : RAX;
+        if (sz != 4) load_g(RAX, in.reg, sz);
+        a.prefix_mem(sz, d, m);
         a.byte(0x0f);
         a.byte(uint8_t(0x40 + cc));
-        a.modrm_mem(RAX, m);
-        store_g(in.reg, RAX, sz);
+        a.modrm_mem(d, m);
+        if (sz != 4) store_g(in.reg, RAX, sz);
         end_mem();
+      } else if (sz == 4) {
+        const uint8_t hs = reg_of(in.rm);
+        const uint8_t d = reg_rmw(in.reg);
+        a.prefix_rr(4, d, hs);
+        a.byte(0x0f);
+        a.byte(uint8_t(0x40 + cc));
+        a.modrm_rr(d, hs);
       } else {
         load_g(RAX, in.reg, sz);
         load_g(RCX, in.rm, sz);
@@ -1142,6 +1184,12 @@ class Compiler {
   static bool alu_reads_cf(unsigned alu) { return alu == 2 || alu == 3; }  // ADC, SBB
   // guest register `dst` op= guest register `src` (CMP: flags only)
   void alu_regs(unsigned alu, unsigned sz, unsigned dst, unsigned src) {
+    if (sz == 4) {
+      const uint8_t hs = reg_of(src);
+      a.alu_rr(alu, 4, alu == 7 ? reg_of(dst) : reg_rmw(dst), hs);
+      m_fl = Fl::Host;
+      return;
+    }
     load_g(RAX, dst, sz);
     load_g(RCX, src, sz);
     a.alu_rr(alu, sz, RAX, RCX);
@@ -1154,8 +1202,12 @@ class Compiler {
     if (alu_reads_cf(alu)) need_flags();
     if (!in.mem) return alu_regs(alu, sz, in.rm, in.reg);
     Mem m = begin_mem(in.seg, sz, true, alu != 7, true, alu_reads_cf(alu));
-    load_g(RCX, in.reg, sz);
-    a.alu_store(alu, sz, m, RCX);
+    if (sz == 4) {
+      a.alu_store(alu, 4, m, reg_of(in.reg));
+    } else {
+      load_g(RCX, in.reg, sz);
+      a.alu_store(alu, sz, m, RCX);
+    }
     end_mem();
   }
   // op reg, r/m
@@ -1164,16 +1216,24 @@ class Compiler {
     if (alu_reads_cf(alu)) need_flags();
     if (!in.mem) return alu_regs(alu, sz, in.reg, in.rm);
     Mem m = begin_mem(in.seg, sz, true, false, true, alu_reads_cf(alu));
-    load_g(RAX, in.reg, sz);
-    a.alu_load(alu, sz, RAX, m);
-    if (alu != 7) store_g(in.reg, RAX, sz);
+    if (sz == 4) {
+      a.alu_load(alu, 4, alu == 7 ? reg_of(in.reg) : reg_rmw(in.reg), m);
+    } else {
+      load_g(RAX, in.reg, sz);
+      a.alu_load(alu, sz, RAX, m);
+      if (alu != 7) store_g(in.reg, RAX, sz);
+    }
     end_mem();
   }
   void alu_A_I(unsigned alu, unsigned sz) {
     if (alu_reads_cf(alu)) need_flags();
-    load_g(RAX, 0, sz);
-    a.alu_imm(alu, sz, RAX, int32_t(uint32_t(m_in->imm)));
-    if (alu != 7) store_g(0, RAX, sz);
+    if (sz == 4) {
+      a.alu_imm(alu, 4, alu == 7 ? reg_of(0) : reg_rmw(0), int32_t(uint32_t(m_in->imm)));
+    } else {
+      load_g(RAX, 0, sz);
+      a.alu_imm(alu, sz, RAX, int32_t(uint32_t(m_in->imm)));
+      if (alu != 7) store_g(0, RAX, sz);
+    }
     m_fl = Fl::Host;
   }
   void alu_E_I(unsigned alu, unsigned sz, uint64_t imm) {
@@ -1184,6 +1244,9 @@ class Compiler {
       Mem m = begin_mem(in.seg, sz, true, alu != 7, true, alu_reads_cf(alu));
       a.alu_mem_imm(alu, sz, m, v);
       end_mem();
+    } else if (sz == 4) {
+      a.alu_imm(alu, 4, alu == 7 ? reg_of(in.rm) : reg_rmw(in.rm), v);
+      m_fl = Fl::Host;
     } else {
       load_g(RAX, in.rm, sz);
       a.alu_imm(alu, sz, RAX, v);
@@ -1195,9 +1258,17 @@ class Compiler {
     const x86::Insn& in = *m_in;
     if (in.mem) {
       Mem m = begin_mem(in.seg, sz, true, false, true);
-      load_g(RCX, in.reg, sz);
-      a.op_mem(0x85, sz, RCX, m);
+      if (sz == 4) {
+        a.op_mem(0x85, 4, reg_of(in.reg), m);
+      } else {
+        load_g(RCX, in.reg, sz);
+        a.op_mem(0x85, sz, RCX, m);
+      }
       end_mem();
+    } else if (sz == 4) {
+      const uint8_t hr = reg_of(in.reg);
+      a.test_rr(4, reg_of(in.rm), hr);
+      m_fl = Fl::Host;
     } else {
       load_g(RAX, in.rm, sz);
       load_g(RCX, in.reg, sz);
@@ -1205,13 +1276,24 @@ class Compiler {
       m_fl = Fl::Host;
     }
   }
+  void mov_regs4(unsigned dst, unsigned src) {
+    const uint8_t hs = reg_of(src);
+    const uint8_t hd = reg_for_write(dst);
+    if (hd != hs) a.mov_rr(4, hd, hs);
+  }
   void mov_E_G(unsigned sz) {
     const x86::Insn& in = *m_in;
     if (in.mem) {
       Mem m = begin_mem(in.seg, sz, false, true, false);
-      load_g(RCX, in.reg, sz);
-      a.mov_store(sz, m, RCX);
+      if (sz == 4) {
+        a.mov_store(4, m, reg_of(in.reg));
+      } else {
+        load_g(RCX, in.reg, sz);
+        a.mov_store(sz, m, RCX);
+      }
       end_mem();
+    } else if (sz == 4) {
+      mov_regs4(in.rm, in.reg);
     } else {
       load_g(RCX, in.reg, sz);
       store_g(in.rm, RCX, sz);
@@ -1221,10 +1303,15 @@ class Compiler {
     const x86::Insn& in = *m_in;
     if (in.mem) {
       Mem m = begin_mem(in.seg, sz, true, false, false);
-      if (sz == 4) a.mov_load(4, RCX, m);
-      else a.movx_load(false, sz, RCX, m);
-      store_g(in.reg, RCX, sz);
+      if (sz == 4) {
+        a.mov_load(4, reg_for_write(in.reg), m);
+      } else {
+        a.movx_load(false, sz, RCX, m);
+        store_g(in.reg, RCX, sz);
+      }
       end_mem();
+    } else if (sz == 4) {
+      mov_regs4(in.reg, in.rm);
     } else {
       load_g(RCX, in.rm, sz);
       store_g(in.reg, RCX, sz);
@@ -1236,12 +1323,20 @@ class Compiler {
     const uint32_t imm = uint32_t(in.imm);
     if (in.mem) {
       Mem m = begin_mem(in.seg, sz, true, false, true, true);
-      a.prefix_mem(sz, RAX, m);
+      const uint8_t d = sz == 4 ? reg_for_write(in.reg) : RAX;
+      a.prefix_mem(sz, d, m);
       a.byte(0x69);
-      a.modrm_mem(RAX, m);
+      a.modrm_mem(d, m);
       imm_bytes(sz, imm);
-      store_g(in.reg, RAX, sz);
+      if (sz != 4) store_g(in.reg, RAX, sz);
       end_mem();
+    } else if (sz == 4) {
+      const uint8_t hs = reg_of(in.rm);
+      const uint8_t d = reg_for_write(in.reg);
+      a.prefix_rr(4, d, hs);
+      a.byte(0x69);
+      a.modrm_rr(d, hs);
+      imm_bytes(4, imm);
     } else {
       load_g(RCX, in.rm, sz);
       a.prefix_rr(sz, RAX, RCX);
@@ -1265,8 +1360,7 @@ class Compiler {
       store_g(4, RAX, 4);
       store_g(g, RCX, 4);
     } else {
-      load_g(RCX, g, 4);
-      a.mov_store(4, m, RCX);
+      a.mov_store(4, m, reg_of(g));
       store_g(4, R8, 4);
     }
     end_mem();
