@@ -425,6 +425,22 @@ const std::vector<uint8_t> k_remap_call_target = {
     0x46, 0x83, 0xfe, 0x32, 0x75, 0x0d, 0xc7, 0x07, 0x03, 0x10, 0x02, 0x00, 0x0f, 0x01,
     0x3d, 0x00, 0x00, 0x40, 0x00, 0x83, 0xfe, 0x64, 0x75, 0xe3, 0xf4};
 
+// Paging on: directory at 0x10000, identity table at 0x11000 for the first
+// 4 MiB, table 0x12000 for the next 4 MiB with `pages` (physical page of
+// linear 0x400000 + 4 KiB * i).
+void paged32(Guest& g, const std::vector<uint32_t>& pages) {
+  auto w32 = [&](uint32_t a, uint32_t v) { std::memcpy(&g.ram[a], &v, 4); };
+  w32(0x10000, 0x11003);  // PDE 0 -> table 0x11000 (present, writable)
+  w32(0x10004, 0x12003);  // PDE 1 -> table 0x12000
+  for (uint32_t i = 0; i < 1024; ++i) w32(0x11000 + 4 * i, i * 0x1000 + 3);
+  for (uint32_t i = 0; i < pages.size(); ++i) w32(0x12000 + 4 * i, pages[i] | 3);
+  g.flat32(k_code);
+  cpu::SpecialRegs s = g.vcpu->get_sregs();
+  s.cr3 = 0x10000;
+  s.cr0 |= 0x80000000u;
+  ASSERT_TRUE(g.vcpu->set_sregs(s));
+}
+
 TEST(Jit, LinkToARemappedPageIsNotFollowedAfterInvlpg) {
   for (Mode m : {Mode::Interpreter, Mode::Compiled}) {
     JitEnv env(m);
@@ -433,20 +449,42 @@ TEST(Jit, LinkToARemappedPageIsNotFollowedAfterInvlpg) {
     g.load(k_code, k_remap_call_target);
     g.load(0x20000, {0x83, 0xc0, 0x01, 0xc3});                // add eax, 1; ret
     g.load(0x21000, {0x05, 0x00, 0x01, 0x00, 0x00, 0xc3});    // add eax, 0x100; ret
-    auto w32 = [&](uint32_t a, uint32_t v) { std::memcpy(&g.ram[a], &v, 4); };
-    w32(0x10000, 0x11003);  // PDE 0 -> table 0x11000 (present, writable)
-    w32(0x10004, 0x12003);  // PDE 1 -> table 0x12000
-    for (uint32_t i = 0; i < 1024; ++i) w32(0x11000 + 4 * i, i * 0x1000 + 3);
-    w32(0x12000, 0x20003);  // linear 0x400000 -> 0x20000
-    g.flat32(k_code);
-    cpu::SpecialRegs s = g.vcpu->get_sregs();
-    s.cr3 = 0x10000;
-    s.cr0 |= 0x80000000u;
-    ASSERT_TRUE(g.vcpu->set_sregs(s));
+    paged32(g, {0x20000});  // linear 0x400000 -> 0x20000
     Watchdog w(g);
     const cpu::VcpuExit e = g.run();
     EXPECT_EQ(e.reason, cpu::ExitReason::Hlt);
     EXPECT_EQ(g.gpr(0), 50u + 50u * 0x100u) << (m == Mode::Compiled ? "compiled" : "interpreter");
+    if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+  }
+}
+
+// One physical page of code at two linear addresses (0x400000 and 0x402000)
+// is one compiled block. Its direct JMP goes to the next linear page, which
+// maps to different code after each alias: the link made when it ran at
+// one address must not be taken when it runs at the other.
+//   at 0x400000 and 0x402000 (physical 0x20000): inc eax; jmp $ + 0x1000
+//   0x401000 (physical 0x21000): add ebx, 1; ret
+//   0x403000 (physical 0x22000): add ebx, 0x100; ret
+//   main: xor eax, eax; xor ebx, ebx; mov esi, 50
+//         1: call 0x400000; call 0x402000; dec esi; jnz 1b; hlt
+const std::vector<uint8_t> k_aliased_calls = {0x31, 0xc0, 0x31, 0xdb, 0xbe, 0x32, 0x00, 0x00, 0x00, 0xe8, 0xf2, 0xef,
+                                              0x3f, 0x00, 0xe8, 0xed, 0x0f, 0x40, 0x00, 0x4e, 0x75, 0xf3, 0xf4};
+
+TEST(Jit, LinkIsNotTakenFromTheSameCodeAtAnotherAddress) {
+  for (Mode m : {Mode::Interpreter, Mode::Compiled}) {
+    JitEnv env(m);
+    const uint64_t before = soft::jit::blocks_compiled();
+    Guest g;
+    g.load(k_code, k_aliased_calls);
+    g.load(0x20000, {0x40, 0xe9, 0xfa, 0x0f, 0x00, 0x00});     // inc eax; jmp $+0x1000 (rel32 0xffa)
+    g.load(0x21000, {0x83, 0xc3, 0x01, 0xc3});                 // add ebx, 1; ret
+    g.load(0x22000, {0x81, 0xc3, 0x00, 0x01, 0x00, 0x00, 0xc3});  // add ebx, 0x100; ret
+    paged32(g, {0x20000, 0x21000, 0x20000, 0x22000});
+    Watchdog w(g);
+    const cpu::VcpuExit e = g.run();
+    EXPECT_EQ(e.reason, cpu::ExitReason::Hlt);
+    EXPECT_EQ(g.gpr(0), 100u);
+    EXPECT_EQ(g.gpr(3), 50u + 50u * 0x100u) << (m == Mode::Compiled ? "compiled" : "interpreter");
     if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
   }
 }

@@ -80,10 +80,12 @@ class Arena {
   size_t size = 0;
   size_t used = 0;
   size_t code_start = 0;
+  size_t links_low = 0;  // the link area: [links_low, size)
   uint64_t exit_addr = 0;  // leave: the block ran (eax = 0)
   uint64_t dispatch_addr = 0;  // a block's normal end: chain to the next, or leave
   uint64_t dispatch_slot_addr = 0;  // the same with r8 = the end's own ChainEntry (its link)
   uint64_t dispatch_lean_addr = 0;  // ... for the end of a block that called no handler but its slow paths
+  uint64_t dispatch_static_addr = 0;  // ... and whose target is at a fixed offset from the block
   uint64_t bail_addr = 0;  // leave: its entry assumptions do not hold (eax = 1)
   using EnterFn = int (*)(Cpu*, const uint8_t*, const void*, ChainState*);
   ChainState chain;
@@ -94,7 +96,9 @@ class Arena {
     uint64_t inval = 0;
     uint32_t epoch = 0;
     uint32_t n = 0;
-    uint64_t link_gen = 0;  // a link's: the TLB's flush count when it was checked
+    uint64_t link_gen = 0;  // a link's: the TLB's link_gen when it was checked
+    uint64_t src_tag = 0;   // a link's: the tag of the block it was made from
+    uint64_t pad = 0;
   };
   static constexpr size_t k_chain_entries = 4096;
   std::vector<ChainEntry> table = std::vector<ChainEntry>(k_chain_entries);
@@ -185,7 +189,8 @@ int32_t off_of(const A& base, const B& field) {
 // Cpu::Private's block_stop offset (soft_vcpu.cpp owns the type).
 int32_t private_block_stop_offset(const Cpu& c);
 
-void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, size_t& slot_at, size_t& lean_at);
+void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, size_t& slot_at, size_t& lean_at,
+                     size_t& static_at);
 namespace {
 void perf_map_add(const void* start, size_t size, const char* what, uint64_t gpa);
 }
@@ -227,8 +232,8 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size, const Cpu& c) {
   while (s.size() % 16) s.byte(0xcc);
   const size_t dispatch_at = s.size();
   Asm::Label leave;
-  size_t dispatch_slot_at = 0, dispatch_lean_at = 0;
-  emit_dispatcher(s, c, *a, leave, dispatch_slot_at, dispatch_lean_at);
+  size_t dispatch_slot_at = 0, dispatch_lean_at = 0, dispatch_static_at = 0;
+  emit_dispatcher(s, c, *a, leave, dispatch_slot_at, dispatch_lean_at, dispatch_static_at);
   s.bind(leave);
   s.alu_rr(6, 4, RAX, RAX);
   s.ret();
@@ -239,10 +244,12 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size, const Cpu& c) {
   a->dispatch_addr = uint64_t(a->base + dispatch_at);
   a->dispatch_slot_addr = uint64_t(a->base + dispatch_slot_at);
   a->dispatch_lean_addr = uint64_t(a->base + dispatch_lean_at);
+  a->dispatch_static_addr = uint64_t(a->base + dispatch_static_at);
   a->chain.tlb_sets = &c.tlb.sets[0][0];
   a->enter_fn = reinterpret_cast<Arena::EnterFn>(a->base + enter_at);
   a->code_start = s.size();
   a->used = a->code_start;
+  a->links_low = a->size & ~size_t(63);
   a->eh = make_eh_frame(uint64_t(a->base + body_at), size - body_at);
   __register_frame(a->eh.data());
   a->registered = true;
@@ -253,6 +260,7 @@ std::unique_ptr<Arena, void (*)(Arena*)> make_arena(size_t size, const Cpu& c) {
 
 void reset(Arena& a) {
   a.used = a.code_start;
+  a.links_low = a.size & ~size_t(63);
   for (Arena::ChainEntry& e : a.table) e = Arena::ChainEntry{};
   g_resets.fetch_add(1, std::memory_order_relaxed);
 }
@@ -274,6 +282,7 @@ void remember(Arena& a, uint64_t tag, uint64_t gpa, const CodeHeader& h, uint32_
   e.epoch = *a.chain.epoch;
   e.n = n;
   e.link_gen = *a.chain.link_gen;
+  a.chain.cur_tag = tag;  // the block about to run (static links compare it)
 }
 
 // The dispatcher: called from a block's end (CS:EIP and Cpu::lf written
@@ -282,12 +291,13 @@ void remember(Arena& a, uint64_t tag, uint64_t gpa, const CodeHeader& h, uint32_
 // unwinder. Its second entry (`slot_at`) takes in r8 the block end's own
 // ChainEntry, a link to the block that end went to last: tried before the
 // shared table, and refreshed from the table when that finds another block.
-void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, size_t& slot_at, size_t& lean_at) {
+void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, size_t& slot_at, size_t& lean_at,
+                     size_t& static_at) {
   using CS = ChainState;
   using Ent = Arena::ChainEntry;
   auto cs = [](size_t off) { return Mem{R14, int32_t(off)}; };
   auto cpu = [&](const auto& field) { return Mem{RBX, off_of(c, field)}; };
-  Asm::Label full, tag, hash;
+  Asm::Label full, tag, hash, enter;
   // Pending events (the engine loop's first check).
   auto events = [&] {
     static_assert(offsetof(CS, allowed) == 0 && offsetof(CS, dead) == 1);
@@ -330,6 +340,21 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, si
   lean_at = s.size();
   s.mov_rr(8, R10, R8);
   events();
+  s.jmp(tag);
+  // ... whose target is a constant offset from its own address (a direct
+  // jump, call or fall-through): the target's tag is a function of the
+  // running block's, so a link made from the same block tag holds without
+  // computing the tag (while link_gen is unchanged).
+  static_at = s.size();
+  s.mov_rr(8, R10, R8);
+  events();
+  s.mov_load(8, RAX, cs(offsetof(CS, cur_tag)));
+  s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, src_tag))});
+  s.jcc(NE, tag);
+  s.mov_load(8, RAX, cs(offsetof(CS, link_gen)));
+  s.mov_load(8, RAX, Mem{RAX, 0});
+  s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, link_gen))});
+  s.jcc(E, enter);
   s.bind(tag);
   // lin = CS.base + EIP (32 bits); tag = lin | (CPL == 3) << 32 | 1 << 33
   s.mov_load(4, RDX, cpu(c.rip));
@@ -346,7 +371,7 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, si
   // Whether the entry at r8 (tag already equal) may be entered: no block
   // invalidated and no revalidation due since it was made, and the TLB still
   // maps lin to the block's page for execution. Clobbers rax, rcx, r9, r12.
-  static_assert(sizeof(Ent) == 48);
+  static_assert(sizeof(Ent) == 64);
   static_assert(sizeof(Tlb::sets[0]) == 10240);
   auto validate = [&](Asm::Label& fail) {
     s.mov_load(8, RAX, cs(offsetof(CS, inval)));
@@ -378,7 +403,6 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, si
     s.alu_load(7, 8, RCX, Mem{R8, int32_t(offsetof(Ent, gpa))});
     s.jcc(NE, fail);
   };
-  Asm::Label enter;
   // The end's link: no TLB lookup, invalidation or epoch check while the
   // TLB's link_gen is what it was when the link was made from a checked
   // entry (a translation may be used until the guest flushes it).
@@ -400,8 +424,7 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, si
   s.shift_imm(5, 4, R9, 12);
   s.alu_rr(6, 4, R8, R9);
   s.alu_imm(4, 4, R8, int32_t(Arena::k_chain_entries - 1));
-  s.lea(8, R8, Mem{R8, 0, R8, 1});  // * 48
-  s.shift_imm64(4, R8, 4);
+  s.shift_imm64(4, R8, 6);  // * 64
   s.mov_imm64(R9, uint64_t(ar.table.data()));
   s.alu_rr(0, 8, R8, R9);
   s.alu_load(7, 8, R11, Mem{R8, int32_t(offsetof(Ent, tag))});
@@ -417,7 +440,11 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, si
   s.mov_load(8, RAX, cs(offsetof(CS, link_gen)));
   s.mov_load(8, RAX, Mem{RAX, 0});
   s.mov_store(8, Mem{R10, int32_t(offsetof(Ent, link_gen))}, RAX);
+  s.mov_load(8, RAX, cs(offsetof(CS, cur_tag)));
+  s.mov_store(8, Mem{R10, int32_t(offsetof(Ent, src_tag))}, RAX);
   s.bind(enter);
+  s.mov_load(8, RAX, Mem{R8, int32_t(offsetof(Ent, tag))});
+  s.mov_store(8, cs(offsetof(CS, cur_tag)), RAX);
   // Enter it as the loop would: block_stop clear, counted.
   s.mov_load(8, RAX, cs(offsetof(CS, block_stop)));
   s.mov_mem_imm8(Mem{RAX, 0}, 0);
@@ -441,7 +468,8 @@ class Compiler {
   // `entry` null: the first pass (no code kept; it fills `h`).
   Compiler(const Cpu& c, const x86::Insn* insns, uint32_t n, const Arena& ar, const CodeHeader* entry)
       : a(entry == nullptr), m_insns(insns), m_n(n), m_exit(ar.exit_addr), m_bail(ar.bail_addr),
-        m_dispatch(ar.dispatch_slot_addr), m_dispatch_lean(ar.dispatch_lean_addr), m_entry(entry) {
+        m_dispatch(ar.dispatch_slot_addr), m_dispatch_lean(ar.dispatch_lean_addr),
+        m_dispatch_static(ar.dispatch_static_addr), m_entry(entry) {
     for (unsigned s = 0; s < 6; ++s)
       if (c.seg[s].base == 0 && c.seg[s].limit == 0xffffffffu) m_flat |= uint8_t(1u << s);
     o.efer = off_of(c, c.efer);
@@ -483,19 +511,11 @@ class Compiler {
       set_rip(m_next);
       spill_host();
       flush_regs();
-      chain_out();
+      chain_out(true);
     }
     for (Stub& s : m_stubs) emit_stub(s);
     a.bind(m_l_exit);
     a.jmp_abs(m_exit);
-    // Each end's link (Arena::ChainEntry, written by the dispatcher): empty.
-    while (a.size() % 8) a.byte(0xcc);
-    for (Asm::Label& l : m_links) {
-      a.bind(l);
-      static_assert(sizeof(Arena::ChainEntry) == 48);
-      a.u64(~uint64_t(0));
-      for (int k = 0; k < 5; ++k) a.u64(0);
-    }
   }
 
   Asm a;
@@ -708,10 +728,11 @@ class Compiler {
   // A block's normal end (CS:EIP and Cpu::lf written back): the dispatcher
   // returns the next block's code or 0 (then the engine loop takes over).
   // Each end has its own indirect jump, so the host predicts each separately.
-  void chain_out() {
-    m_links.emplace_back();
-    a.lea_rip(R8, m_links.back());
-    a.call_abs(m_called ? m_dispatch : m_dispatch_lean);
+  // `fixed`: the target is a constant offset from the block's address.
+  void chain_out(bool fixed) {
+    a.mov_imm64(R8, m_link_base ? uint64_t(m_link_base + m_links) : 0);
+    ++m_links;
+    a.call_abs(m_called ? m_dispatch : fixed ? m_dispatch_static : m_dispatch_lean);
     a.test_rr(8, RAX, RAX);
     a.jcc(E, m_l_exit);
     a.jmp_r(RAX);
@@ -744,7 +765,7 @@ class Compiler {
     }
     if (m_last) {  // the block's end: on to the next block unless the handler stopped
       stop_check();
-      chain_out();
+      chain_out(false);
       m_ended = true;
       return;
     }
@@ -1374,7 +1395,7 @@ class Compiler {
     a.alu_rr(7, 8, RAX, RCX);
     a.jcc(A, gp);
     a.mov_store(8, Mem{RBX, o.rip}, RAX);
-    chain_out();
+    chain_out(true);
   }
   void gp_path(Asm::Label& gp) {  // the handler raises #GP(0) with the flags in Cpu::lf
     a.bind(gp);
@@ -1392,7 +1413,7 @@ class Compiler {
     a.jcc(Cc(cc), taken);
     write_lf_from_rax();
     set_rip(m_next);
-    chain_out();
+    chain_out(true);
     a.bind(taken);
     write_lf_from_rax();
     jump_tail(m_next + uint32_t(in.imm), gp);
@@ -1423,7 +1444,7 @@ class Compiler {
     a.lea(4, RAX, Mem{R13, int32_t(target)});
     a.mov_store(8, Mem{RBX, o.rip}, RAX);
     end_mem();
-    chain_out();
+    chain_out(true);
     gp_path(gp);
     m_ended = true;
     return true;
@@ -1445,7 +1466,7 @@ class Compiler {
     a.mov_store(8, gslot(4, 4), RAX);
     a.mov_store(8, Mem{RBX, o.rip}, RCX);
     end_mem();
-    chain_out();
+    chain_out(false);
     m_ended = true;
     return true;
   }
@@ -1500,7 +1521,7 @@ class Compiler {
 
   const x86::Insn* m_insns;
   uint32_t m_n;
-  uint64_t m_exit, m_bail, m_dispatch, m_dispatch_lean;
+  uint64_t m_exit, m_bail, m_dispatch, m_dispatch_lean, m_dispatch_static;
   bool m_called = false;  // a handler call (not a slow path) precedes this point
   const CodeHeader* m_entry;
   uint8_t m_flat = 0;  // segments with base 0 and limit 4 GiB when compiled
@@ -1518,7 +1539,14 @@ class Compiler {
 
  private:
   std::deque<Stub> m_stubs;
-  std::deque<Asm::Label> m_links;
+
+ public:
+  // Each block end's link (Arena::ChainEntry, written by the dispatcher),
+  // in the arena's link area: data kept apart from code.
+  Arena::ChainEntry* m_link_base = nullptr;
+  uint32_t m_links = 0;
+
+ private:
   Stub* m_cur = nullptr;
   bool m_cur_writes_flags = false, m_cur_reads_flags = false;
   Asm::Label m_l_exit;  // leave to the engine loop (bound after the stubs)
@@ -1570,17 +1598,27 @@ uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, ui
   full = false;
   Compiler probe(c, insns, n, ar, nullptr);
   probe.run();
+  // The links grow down from the arena's top, the code up from its bottom.
+  const size_t link_bytes = probe.m_links * sizeof(Arena::ChainEntry);
+  if (ar.links_low < link_bytes + ar.used) {
+    full = true;
+    return 0;
+  }
+  const size_t link_at = (ar.links_low - link_bytes) & ~size_t(63);
   Compiler k(c, insns, n, ar, &probe.h);
+  k.m_link_base = reinterpret_cast<Arena::ChainEntry*>(ar.base + link_at);
   std::vector<bool> listing;
   if (ar.perf_map) k.m_listing = &listing;
   k.run();
   const size_t hdr = (sizeof(CodeHeader) + 15) & ~size_t(15);
   const size_t need = hdr + k.a.size();
   const size_t at = (ar.used + 15) & ~size_t(15);
-  if (at + need > ar.size) {
+  if (at + need > link_at) {
     full = true;
     return 0;
   }
+  for (uint32_t i = 0; i < k.m_links; ++i) k.m_link_base[i] = Arena::ChainEntry{};
+  ar.links_low = link_at;
   CodeHeader h = k.h;
   h.code = ar.base + at + hdr;
   if (!k.a.place(ar.base + at + hdr)) return 0;

@@ -79,6 +79,7 @@ struct ChainState {
   bool* block_stop = nullptr;
   const void* tlb_sets = nullptr;
   uint64_t insns = 0, blocks = 0;  // blocks entered by chaining (ANYKVM_STATS)
+  uint64_t cur_tag = 0;  // the running compiled block's chain tag
 };
 
 class Arena;
