@@ -1,10 +1,11 @@
 // The block compiler (jit.h). Register use in generated code:
 //   rbx  Cpu*                         r12  the TLB set of the current CPL
-//   r13  EIP at block entry            r15  saved guest flags (LAHF/SETO form)
-//   rax rcx rdx rsi r8  scratch (rdx+rsi: host address of a memory operand)
-// EIP is not updated per instruction: instruction k of the block is at
-// r13 + its offset (mod 2^32), written to Cpu::rip before anything that can
-// read it (a handler, a fault, the block's end).
+//   r14  ChainState*                   r15  saved guest flags (LAHF/SETO form)
+//   rax rcx rdx rsi  scratch (rdx+rsi: host address of a memory operand)
+//   rbp rdi r8 r9 r10 r11 r13  guest registers (Compiler::RegCache)
+// EIP is not updated per instruction: instruction k of the block is at the
+// entry EIP (ChainState::entry_eip) + its offset (mod 2^32), written to
+// Cpu::rip before anything that can read it (a handler, a fault, the end).
 #include "cpu/soft/jit/jit.h"
 
 #include <sys/mman.h>
@@ -489,7 +490,8 @@ class Compiler {
   // Every block compiles (a block of handler calls still chains).
   void run() {
     if (m_entry) prologue(*m_entry);
-    a.mov_load(8, R13, Mem{RBX, o.rip});
+    a.mov_load(4, RAX, Mem{RBX, o.rip});  // the entry EIP, which exits add offsets to
+    a.mov_store(4, Mem{R14, int32_t(offsetof(ChainState, entry_eip))}, RAX);
     uint32_t off = 0;
     for (uint32_t k = 0; k < m_n; ++k) {
       const x86::Insn& in = m_insns[k];
@@ -531,7 +533,7 @@ class Compiler {
   // r15 (LAHF/SETO form, saved around an inline memory access; put back into
   // the host only when an instruction reads them).
   enum class Fl : uint8_t { Mem, Host, R15 };
-  static constexpr uint8_t k_pool[5] = {RBP, RDI, R9, R10, R11};
+  static constexpr uint8_t k_pool[7] = {RBP, RDI, R8, R9, R10, R11, R13};
   struct RegCache {
     int8_t host[8] = {-1, -1, -1, -1, -1, -1, -1, -1};  // host register of guest register g, or -1
     bool dirty[8] = {};
@@ -554,7 +556,7 @@ class Compiler {
   }
   // ---- guest registers held in host registers ----
   // Within a block, a guest register once read or written lives in one of
-  // five host registers (zero-extended, as in Cpu::gpr), written back when
+  // seven host registers (zero-extended, as in Cpu::gpr), written back when
   // dirty before anything else can see Cpu::gpr: a handler or C call (which
   // also clobbers them: the cache is emptied), the block's end, an eviction.
   // A slow-path stub writes back what was dirty when its instruction began
@@ -645,8 +647,13 @@ class Compiler {
       a.mov_rr(size, reg_rmw(g), hr);  // the low 8 or 16 bits; the rest stays
     }
   }
+  // r32 <- the block's entry EIP + off (no flag change)
+  void eip_at(uint8_t r, uint32_t off) {
+    a.mov_load(4, r, Mem{R14, int32_t(offsetof(ChainState, entry_eip))});
+    if (off) a.lea(4, r, Mem{r, int32_t(off)});
+  }
   void set_rip(uint32_t off) {
-    a.lea(4, RAX, Mem{R13, int32_t(off)});
+    eip_at(RAX, off);
     a.mov_store(8, Mem{RBX, o.rip}, RAX);
   }
   Mem seg_field(unsigned s, int32_t field) const { return Mem{RBX, o.seg + int32_t(s * sizeof(Segment)) + field}; }
@@ -721,7 +728,7 @@ class Compiler {
   // After a handler: leave unless it retired normally to the next instruction.
   void post_check(uint32_t next) {
     stop_check();
-    a.lea(4, RAX, Mem{R13, int32_t(next)});
+    eip_at(RAX, next);
     a.alu_load(7, 8, RAX, Mem{RBX, o.rip});
     a.jcc(NE, m_l_exit);
   }
@@ -819,7 +826,6 @@ class Compiler {
     if (!ea_ready) ea_to_edx(*m_in);
     if (read) h.seg_read |= uint8_t(1u << s);
     if (write) h.seg_write |= uint8_t(1u << s);
-    if (ea_ready) a.mov_rr(4, R8, RDX);  // PUSH/POP: the new ESP
     st.before = m_rc;  // as the slow path finds it (no cache change until its branches)
     if ((m_flat >> s) & 1) {
       // Base 0, limit 4 GiB (checked at entry): linear = offset. An access
@@ -1073,7 +1079,8 @@ class Compiler {
       Mem m = begin_mem(2, 4, false, true, false, false, true);
       a.mov_imm32(RCX, uint32_t(in.imm));
       a.mov_store(4, m, RCX);
-      store_g(4, R8, 4);
+      const uint8_t sp = reg_rmw(4);
+      a.lea(4, sp, Mem{sp, -4});
       end_mem();
       return true;
     }
@@ -1377,12 +1384,13 @@ class Compiler {
     Mem m = begin_mem(2, 4, pop, !pop, false, false, true);
     if (pop) {
       a.mov_load(4, RCX, m);
-      a.lea(4, RAX, Mem{R8, 4});
-      store_g(4, RAX, 4);
+      const uint8_t sp = reg_rmw(4);
+      a.lea(4, sp, Mem{sp, 4});
       store_g(g, RCX, 4);
     } else {
       a.mov_store(4, m, reg_of(g));
-      store_g(4, R8, 4);
+      const uint8_t sp = reg_rmw(4);
+      a.lea(4, sp, Mem{sp, -4});
     }
     end_mem();
     return true;
@@ -1390,7 +1398,7 @@ class Compiler {
 
   // Block-ending jumps: CS:EIP <- target after the CS limit check (jump_to).
   void jump_tail(uint32_t target_off, Asm::Label& gp) {
-    a.lea(4, RAX, Mem{R13, int32_t(target_off)});
+    eip_at(RAX, target_off);
     a.mov_load(4, RCX, seg_field(1, offsetof(Segment, limit)));
     a.alu_rr(7, 8, RAX, RCX);
     a.jcc(A, gp);
@@ -1431,17 +1439,18 @@ class Compiler {
     h.stack32 = true;
     const uint32_t target = m_next + uint32_t(in.imm);
     Asm::Label gp;
-    a.lea(4, RAX, Mem{R13, int32_t(target)});
+    eip_at(RAX, target);
     a.mov_load(4, RCX, seg_field(1, offsetof(Segment, limit)));
     a.alu_rr(7, 8, RAX, RCX);
     a.jcc(A, gp);
     a.mov_load(4, RDX, gslot(4, 4));
     a.lea(4, RDX, Mem{RDX, -4});
+    a.mov_rr(4, R8, RDX);  // the new ESP (the cache is empty: r8 is free)
     Mem m = begin_mem(2, 4, false, true, false, false, true);
-    a.lea(4, RCX, Mem{R13, int32_t(m_next)});
+    eip_at(RCX, m_next);
     a.mov_store(4, m, RCX);
     a.mov_store(8, gslot(4, 4), R8);  // (the cache is empty: written back above)
-    a.lea(4, RAX, Mem{R13, int32_t(target)});
+    eip_at(RAX, target);
     a.mov_store(8, Mem{RBX, o.rip}, RAX);
     end_mem();
     chain_out(true);
@@ -1457,6 +1466,7 @@ class Compiler {
     flush_regs();
     h.stack32 = true;
     a.mov_load(4, RDX, gslot(4, 4));
+    a.mov_rr(4, R8, RDX);  // ESP (the cache is empty: r8 is free)
     Mem m = begin_mem(2, 4, true, false, false, false, true);
     a.mov_load(4, RCX, m);
     a.mov_load(4, RAX, seg_field(1, offsetof(Segment, limit)));

@@ -80,6 +80,7 @@ struct ChainState {
   const void* tlb_sets = nullptr;
   uint64_t insns = 0, blocks = 0;  // blocks entered by chaining (ANYKVM_STATS)
   uint64_t cur_tag = 0;  // the running compiled block's chain tag
+  uint32_t entry_eip = 0;  // ... and the EIP it was entered at
 };
 
 class Arena;
