@@ -62,7 +62,9 @@ void decode_single(Cpu& c, x86::Insn& in) {
 Block* build_block(Cpu& c, uint64_t lin, uint64_t gpa, uint64_t key) {
   Cpu::Private& p = *c.priv;
   uint8_t buf[k_page];
-  x86::Insn insns[k_max_block_insns];
+  // Decoded in place (each element reset before use): a local array of
+  // Insn would construct all k_max_block_insns elements on every call.
+  static thread_local x86::Insn insns[k_max_block_insns];
   size_t room = k_page - (gpa & (k_page - 1));
   size_t avail = c.fetch_code(lin, buf, room);
   unsigned mode = code_mode(c);
