@@ -61,7 +61,7 @@ Config config() {
   if (const char* v = std::getenv("ANYKVM_JIT")) c.enabled = std::strcmp(v, "0") != 0;
   if (const char* v = std::getenv("ANYKVM_JIT_THRESHOLD")) c.threshold = uint32_t(std::strtoul(v, nullptr, 10));
   if (const char* v = std::getenv("ANYKVM_JIT_ARENA")) c.arena_size = std::strtoul(v, nullptr, 10);
-  if (const char* v = std::getenv("ANYKVM_JIT_PERFMAP")) c.perf_map = std::strcmp(v, "0") != 0;
+  if (const char* v = std::getenv("ANYKVM_JIT_PERFMAP")) c.perf_map = std::atoi(v);
   return c;
 }
 
@@ -107,7 +107,7 @@ class Arena {
   EnterFn enter_fn = nullptr;
   std::vector<uint8_t> eh;  // registered .eh_frame image (CIE, one FDE, terminator)
   bool registered = false;
-  bool perf_map = false;
+  int perf_map = 0;
 
   ~Arena() {
     if (registered) __deregister_frame(eh.data());
@@ -1581,7 +1581,7 @@ void perf_map_add(const void* start, size_t size, const char* what, uint64_t gpa
 }  // namespace
 
 // Beside the perf map: each compiled block's instructions, marked inline (=)
-// or handler call (h), and its host code in hex, in /tmp/anykvm-jit-<pid>.txt.
+// or handler call (h), and (ANYKVM_JIT_PERFMAP=2) its host code in hex, in /tmp/anykvm-jit-<pid>.txt.
 void perf_map_listing(uint64_t gpa, const x86::Insn* insns, uint32_t n, const std::vector<bool>& native,
                       const uint8_t* code, size_t size) {
   static std::mutex lock;
@@ -1598,9 +1598,11 @@ void perf_map_listing(uint64_t gpa, const x86::Insn* insns, uint32_t n, const st
     std::fprintf(f, "  %c %lx %s\n", native[k] ? '=' : 'h', (unsigned long)ip, x86::disassemble(insns[k], ip).c_str());
     ip += insns[k].len;
   }
-  std::fprintf(f, "  code %lx", (unsigned long)uintptr_t(code));  // the host bytes, for objdump
-  for (size_t k = 0; k < size; ++k) std::fprintf(f, "%s%02x", k ? "" : " ", code[k]);
-  std::fprintf(f, "\n");
+  if (size) {  // the host bytes, for objdump (ANYKVM_JIT_PERFMAP=2)
+    std::fprintf(f, "  code %lx ", (unsigned long)uintptr_t(code));
+    for (size_t k = 0; k < size; ++k) std::fprintf(f, "%02x", code[k]);
+    std::fprintf(f, "\n");
+  }
   std::fflush(f);
 }
 
@@ -1637,7 +1639,7 @@ uint32_t compile(Arena& ar, const Cpu& c, const x86::Insn* insns, uint32_t n, ui
   g_compiled.fetch_add(1, std::memory_order_relaxed);
   if (ar.perf_map) {
     perf_map_add(h.code, k.a.size(), "anykvm_block_gpa_", gpa);
-    perf_map_listing(gpa, insns, n, listing, h.code, k.a.size());
+    perf_map_listing(gpa, insns, n, listing, h.code, ar.perf_map >= 2 ? k.a.size() : 0);
   }
   return uint32_t(at);
 }

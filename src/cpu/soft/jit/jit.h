@@ -17,7 +17,8 @@
 // when it starts for the Nth time (0 and 1: the first time); ANYKVM_JIT_ARENA
 // sets the arena's size in bytes (tests make it small to exercise resets);
 // ANYKVM_JIT_PERFMAP=1 writes /tmp/perf-<pid>.map, so `perf report` names
-// compiled code by the guest-physical address of its block.
+// compiled code by the guest-physical address of its block, and a listing of
+// each block's instructions (=2: with its host code in hex, for objdump).
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -37,7 +38,7 @@ struct Config {
   bool enabled = true;
   uint32_t threshold = 4;
   size_t arena_size = size_t(32) << 20;  // per vCPU (ANYKVM_JIT_ARENA, bytes)
-  bool perf_map = false;
+  int perf_map = 0;  // 1: perf map and listing; 2: the listing also has each block's host code
 };
 // From the environment, read at each vCPU's creation.
 Config config();
