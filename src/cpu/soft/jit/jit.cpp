@@ -103,7 +103,9 @@ class Arena {
   };
   static constexpr size_t k_chain_entries = 4096;
   std::vector<ChainEntry> table = std::vector<ChainEntry>(k_chain_entries);
-  static size_t chain_index(uint64_t lin) { return ((lin >> 2) ^ (lin >> 12)) & (k_chain_entries - 1); }
+  // Every bit of the page offset counts: blocks start at any byte (a loop
+  // "inc eax; cmp [eax], 0; jnz" entered one byte further has its own block).
+  static size_t chain_index(uint64_t lin) { return (lin ^ (lin >> 12)) & (k_chain_entries - 1); }
   EnterFn enter_fn = nullptr;
   std::vector<uint8_t> eh;  // registered .eh_frame image (CIE, one FDE, terminator)
   bool registered = false;
@@ -420,7 +422,6 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, si
   // The shared table's entry.
   s.bind(hash);
   s.mov_rr(4, R8, RDX);
-  s.shift_imm(5, 4, R8, 2);
   s.mov_rr(4, R9, RDX);
   s.shift_imm(5, 4, R9, 12);
   s.alu_rr(6, 4, R8, R9);
