@@ -101,7 +101,7 @@ class Arena {
     uint64_t src_tag = 0;   // a link's: the tag of the block it was made from
     uint64_t pad = 0;
   };
-  static constexpr size_t k_chain_entries = 4096;
+  static constexpr size_t k_chain_entries = 16384;
   std::vector<ChainEntry> table = std::vector<ChainEntry>(k_chain_entries);
   // Every bit of the page offset counts: blocks start at any byte (a loop
   // "inc eax; cmp [eax], 0; jnz" entered one byte further has its own block).
