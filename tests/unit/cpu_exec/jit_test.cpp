@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "cpu/soft/jit/jit.h"
 #include "harness.h"
@@ -441,20 +443,30 @@ void paged32(Guest& g, const std::vector<uint32_t>& pages) {
   ASSERT_TRUE(g.vcpu->set_sregs(s));
 }
 
+// Runs `code` at k_code in mode m with paging on (paged32 `pages`) and each
+// of `pieces` loaded at its physical address, to HLT; returns the registers.
+cpu::Regs run_paged_to_hlt(Mode m, const std::vector<uint8_t>& code,
+                           const std::vector<std::pair<uint32_t, std::vector<uint8_t>>>& pieces,
+                           const std::vector<uint32_t>& pages) {
+  JitEnv env(m);
+  const uint64_t before = soft::jit::blocks_compiled();
+  Guest g;
+  g.load(k_code, code);
+  for (const auto& [at, bytes] : pieces) g.load(at, bytes);
+  paged32(g, pages);
+  Watchdog w(g);
+  EXPECT_EQ(g.run().reason, cpu::ExitReason::Hlt);
+  if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+  return g.regs();
+}
+
 TEST(Jit, LinkToARemappedPageIsNotFollowedAfterInvlpg) {
   for (Mode m : {Mode::Interpreter, Mode::Compiled}) {
-    JitEnv env(m);
-    const uint64_t before = soft::jit::blocks_compiled();
-    Guest g;
-    g.load(k_code, k_remap_call_target);
-    g.load(0x20000, {0x83, 0xc0, 0x01, 0xc3});                // add eax, 1; ret
-    g.load(0x21000, {0x05, 0x00, 0x01, 0x00, 0x00, 0xc3});    // add eax, 0x100; ret
-    paged32(g, {0x20000});  // linear 0x400000 -> 0x20000
-    Watchdog w(g);
-    const cpu::VcpuExit e = g.run();
-    EXPECT_EQ(e.reason, cpu::ExitReason::Hlt);
-    EXPECT_EQ(g.gpr(0), 50u + 50u * 0x100u) << (m == Mode::Compiled ? "compiled" : "interpreter");
-    if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+    const cpu::Regs r = run_paged_to_hlt(m, k_remap_call_target,
+                                         {{0x20000, {0x83, 0xc0, 0x01, 0xc3}},                 // add eax, 1; ret
+                                          {0x21000, {0x05, 0x00, 0x01, 0x00, 0x00, 0xc3}}},    // add eax, 0x100; ret
+                                         {0x20000});  // linear 0x400000 -> 0x20000
+    EXPECT_EQ(r.gpr[0], 50u + 50u * 0x100u) << (m == Mode::Compiled ? "compiled" : "interpreter");
   }
 }
 
@@ -472,20 +484,13 @@ const std::vector<uint8_t> k_aliased_calls = {0x31, 0xc0, 0x31, 0xdb, 0xbe, 0x32
 
 TEST(Jit, LinkIsNotTakenFromTheSameCodeAtAnotherAddress) {
   for (Mode m : {Mode::Interpreter, Mode::Compiled}) {
-    JitEnv env(m);
-    const uint64_t before = soft::jit::blocks_compiled();
-    Guest g;
-    g.load(k_code, k_aliased_calls);
-    g.load(0x20000, {0x40, 0xe9, 0xfa, 0x0f, 0x00, 0x00});     // inc eax; jmp $+0x1000 (rel32 0xffa)
-    g.load(0x21000, {0x83, 0xc3, 0x01, 0xc3});                 // add ebx, 1; ret
-    g.load(0x22000, {0x81, 0xc3, 0x00, 0x01, 0x00, 0x00, 0xc3});  // add ebx, 0x100; ret
-    paged32(g, {0x20000, 0x21000, 0x20000, 0x22000});
-    Watchdog w(g);
-    const cpu::VcpuExit e = g.run();
-    EXPECT_EQ(e.reason, cpu::ExitReason::Hlt);
-    EXPECT_EQ(g.gpr(0), 100u);
-    EXPECT_EQ(g.gpr(3), 50u + 50u * 0x100u) << (m == Mode::Compiled ? "compiled" : "interpreter");
-    if (m == Mode::Compiled) EXPECT_GT(soft::jit::blocks_compiled(), before);
+    const cpu::Regs r = run_paged_to_hlt(m, k_aliased_calls,
+                                         {{0x20000, {0x40, 0xe9, 0xfa, 0x0f, 0x00, 0x00}},  // inc eax; jmp $+0x1000
+                                          {0x21000, {0x83, 0xc3, 0x01, 0xc3}},              // add ebx, 1; ret
+                                          {0x22000, {0x81, 0xc3, 0x00, 0x01, 0x00, 0x00, 0xc3}}},  // add ebx, 0x100; ret
+                                         {0x20000, 0x21000, 0x20000, 0x22000});
+    EXPECT_EQ(r.gpr[0], 100u);
+    EXPECT_EQ(r.gpr[3], 50u + 50u * 0x100u) << (m == Mode::Compiled ? "compiled" : "interpreter");
   }
 }
 

@@ -1566,14 +1566,16 @@ class Compiler {
 }  // namespace
 
 namespace {
+// /tmp/<prefix><pid><suffix>, opened for appending (nullptr if it cannot be).
+FILE* open_pid_file(const char* prefix, const char* suffix) {
+  char path[96];
+  std::snprintf(path, sizeof path, "/tmp/%s%d%s", prefix, int(getpid()), suffix);
+  return std::fopen(path, "a");
+}
 // perf's map for JIT code (tools/perf/Documentation/jit-interface.txt): "START SIZE name" lines.
 void perf_map_add(const void* start, size_t size, const char* what, uint64_t gpa) {
   static std::mutex lock;
-  static FILE* f = [] {
-    char path[64];
-    std::snprintf(path, sizeof path, "/tmp/perf-%d.map", int(getpid()));
-    return std::fopen(path, "a");
-  }();
+  static FILE* f = open_pid_file("perf-", ".map");
   if (!f) return;
   std::lock_guard<std::mutex> g(lock);
   std::fprintf(f, "%lx %zx %s%lx\n", uintptr_t(start), size, what, (unsigned long)gpa);
@@ -1586,11 +1588,7 @@ void perf_map_add(const void* start, size_t size, const char* what, uint64_t gpa
 void perf_map_listing(uint64_t gpa, const x86::Insn* insns, uint32_t n, const std::vector<bool>& native,
                       const uint8_t* code, size_t size) {
   static std::mutex lock;
-  static FILE* f = [] {
-    char path[64];
-    std::snprintf(path, sizeof path, "/tmp/anykvm-jit-%d.txt", int(getpid()));
-    return std::fopen(path, "a");
-  }();
+  static FILE* f = open_pid_file("anykvm-jit-", ".txt");
   if (!f) return;
   std::lock_guard<std::mutex> g(lock);
   std::fprintf(f, "block gpa %lx\n", (unsigned long)gpa);
