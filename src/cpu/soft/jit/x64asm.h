@@ -293,13 +293,6 @@ class Asm {
     modrm_rr(4, r);
   }
   void ret() { byte(0xc3); }
-  // lea r, [rip + label] (the rel32 is the instruction's last field)
-  void lea_rip(uint8_t r, Label& l) {
-    byte(uint8_t(0x48 | ((r & 8) ? 4 : 0)));
-    byte(0x8d);
-    byte(uint8_t(((r & 7) << 3) | 5));
-    rel32(l);
-  }
 
   // Copy to `dst` (its final address) and resolve the absolute fixups;
   // false when a target is out of rel32 reach.
