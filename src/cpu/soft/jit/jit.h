@@ -63,7 +63,10 @@ struct CodeHeader {
 // interrupt, memory-map change, cross-vCPU request or freed block pending, no
 // interrupt shadow or debug condition, and the next block's chain entry
 // (made when the loop ran it) still holds: same code address and TLB
-// mapping, no block invalidated and no revalidation due since.
+// mapping, no block invalidated and no revalidation due since. Each block
+// end also keeps a link (a copy of the entry it last went through), taken
+// without those checks while Tlb::link_gen, which every TLB flush, block
+// invalidation and revalidation epoch bumps, is what it was then.
 struct ChainState {
   uint8_t allowed = 0;  // this KVM_RUN may chain (no instruction trace, no interrupt-window request)
   uint8_t dead = 0;     // blocks wait to be freed at the next boundary
