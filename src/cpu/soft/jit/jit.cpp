@@ -318,6 +318,15 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, si
     s.alu_load(7, 8, RAX, Mem{RCX, 0});
     s.jcc(NE, exit);
   };
+  // rax <- the TLB's link_gen; then compared with the link's at r8.
+  auto load_link_gen = [&] {
+    s.mov_load(8, RAX, cs(offsetof(CS, link_gen)));
+    s.mov_load(8, RAX, Mem{RAX, 0});
+  };
+  auto cmp_link_gen = [&] {
+    load_link_gen();
+    s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, link_gen))});
+  };
   s.alu_rr(6, 4, R10, R10);  // no link
   s.jmp(full);
   slot_at = s.size();
@@ -354,9 +363,7 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, si
   s.mov_load(8, RAX, cs(offsetof(CS, cur_tag)));
   s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, src_tag))});
   s.jcc(NE, tag);
-  s.mov_load(8, RAX, cs(offsetof(CS, link_gen)));
-  s.mov_load(8, RAX, Mem{RAX, 0});
-  s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, link_gen))});
+  cmp_link_gen();
   s.jcc(E, enter);
   s.bind(tag);
   // lin = CS.base + EIP (32 bits); tag = lin | (CPL == 3) << 32 | 1 << 33
@@ -414,9 +421,7 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, si
   s.mov_rr(8, R8, R10);
   s.alu_load(7, 8, R11, Mem{R8, int32_t(offsetof(Ent, tag))});
   s.jcc(NE, hash);
-  s.mov_load(8, RAX, cs(offsetof(CS, link_gen)));
-  s.mov_load(8, RAX, Mem{RAX, 0});
-  s.alu_load(7, 8, RAX, Mem{R8, int32_t(offsetof(Ent, link_gen))});
+  cmp_link_gen();
   s.jcc(NE, hash);
   s.jmp(enter);
   // The shared table's entry.
@@ -439,8 +444,7 @@ void emit_dispatcher(Asm& s, const Cpu& c, const Arena& ar, Asm::Label& exit, si
     s.mov_load(8, RCX, Mem{R8, k});
     s.mov_store(8, Mem{R10, k}, RCX);
   }
-  s.mov_load(8, RAX, cs(offsetof(CS, link_gen)));
-  s.mov_load(8, RAX, Mem{RAX, 0});
+  load_link_gen();
   s.mov_store(8, Mem{R10, int32_t(offsetof(Ent, link_gen))}, RAX);
   s.mov_load(8, RAX, cs(offsetof(CS, cur_tag)));
   s.mov_store(8, Mem{R10, int32_t(offsetof(Ent, src_tag))}, RAX);
